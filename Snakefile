@@ -1,0 +1,22 @@
+# mixlib: mixture-model clustering experiments. See README.md.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/init.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+include: "rules/tracking.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

@@ -1,0 +1,79 @@
+"""The contract every clustering model in :mod:`mixlib.models` follows.
+
+Models are scikit-learn estimators (``fit``, ``predict``, ``fit_predict``, ``get_params``):
+hyperparameters are stored untouched in ``__init__`` and validated in ``fit``; fitted state
+ends in ``_``; randomness enters only through ``random_state`` (an int).
+
+Extra, optional pieces the pipeline uses when a model has them:
+
+``fit(X, y=None, init_labels=None)``
+    ``init_labels`` is an int array of shape (N,) from the pipeline's initialisation stage:
+    a cluster id in ``[0, n_clusters)`` for the points the initialiser labelled, ``-1`` for the
+    points it did not see (initialisers may work on a random subset). A model that can start
+    from an assignment uses the labelled points; ``None`` means "use your own initialisation".
+``init_labels_``
+    (N,) labels of the untrained model right after initialisation: the paper's INIT column.
+``history_``
+    ``dict[str, list[float]]`` of per-epoch / per-iteration curves, logged to MLflow as steps.
+``n_parameters()``
+    number of learned parameters (the paper's "params" row).
+``save_artifacts(X, outdir, image_shape=()) -> list[Path]``
+    figures (atoms, reconstructions, embeddings, curves ...) written into ``outdir`` (PNG), to be
+    logged with the MLflow run; ``image_shape`` is e.g. (28, 28) for image data, () otherwise.
+``device`` / ``dtype``
+    models that use torch take ``device="auto"`` (CUDA when present) as a parameter, never a
+    global; the data is moved to the device once, as one tensor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin
+
+
+class ClusterModel(ClusterMixin, BaseEstimator):
+    """Base class: ``fit_predict`` is ``fit(...).predict(X)`` unless a model overrides it."""
+
+    def fit_predict(self, X, y=None, **fit_kwargs):
+        return self.fit(X, y, **fit_kwargs).labels_
+
+    def n_parameters(self) -> int:  # pragma: no cover - every model overrides
+        raise NotImplementedError
+
+
+def check_init_labels(init_labels, n_samples: int, n_clusters: int) -> np.ndarray | None:
+    """Validate an initial assignment (see module docstring); return it as int64 or None."""
+    if init_labels is None:
+        return None
+    lab = np.asarray(init_labels)
+    if lab.shape != (n_samples,):
+        raise ValueError(f"init_labels must have shape ({n_samples},), got {lab.shape}")
+    if not np.issubdtype(lab.dtype, np.integer):
+        raise ValueError(f"init_labels must be integers, got dtype {lab.dtype}")
+    if lab.min() < -1 or lab.max() >= n_clusters:
+        raise ValueError(f"init_labels must lie in [-1, {n_clusters}), got [{lab.min()}, {lab.max()}]")
+    if not (lab >= 0).any():
+        raise ValueError("init_labels labels no point (all -1)")
+    return lab.astype(np.int64)
+
+
+def check_array_2d(X, *, min_samples: int = 1, name: str = "X") -> np.ndarray:
+    """Validate a data matrix: 2-D, finite, at least ``min_samples`` rows."""
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}")
+    if X.shape[0] < min_samples:
+        raise ValueError(f"{name} has {X.shape[0]} samples, fewer than n_clusters={min_samples}")
+    if not np.isfinite(X).all():
+        raise ValueError(f"{name} contains NaN or Inf")
+    return X
+
+
+def centers_from_labels(X: np.ndarray, labels: np.ndarray, n_clusters: int, rng) -> np.ndarray:
+    """Cluster means of the labelled points; an empty cluster gets a random labelled point."""
+    C = np.empty((n_clusters, X.shape[1]), dtype=np.float64)
+    labelled = np.flatnonzero(labels >= 0)
+    for k in range(n_clusters):
+        members = labels == k
+        C[k] = X[members].mean(axis=0) if members.any() else X[rng.choice(labelled)]
+    return C

@@ -1,0 +1,266 @@
+"""BigLearn-EM (Cong & Li, "Big Learning Expectation Maximization", AAAI 2024), ``biglearn_em``.
+
+Each outer iteration draws one matching task (Algorithm 1 of the paper, as in the reference code
+github.com/YulaiCong/Big-Learning-Expectation-Maximization, ``method.py::bl_EM``):
+
+- with probability ``p1``        joint matching: EM on all D dimensions;
+- with probability ``p2 - p1``   marginal matching: EM on the marginal of a random subset of
+                                 m = floor(D f) dimensions, f ~ Beta(beta_a, beta_b);
+- otherwise                      the same marginal matching after a random orthogonal transform
+                                 y = A x (A Haar-distributed: QR of a Gaussian with sign fix).
+
+``n_inner`` EM steps then update only the selected block of the means and covariances (the cross
+blocks keep their values; in the transformed case in the A-space, mapped back with
+mu = mu_bar A, Sigma = A^T Sigma_bar A after every step), eigenvalues are floored at
+``reg_covar`` after every step, and the weights are smoothed, pi = (pi' + alpha) / sum(pi' + alpha),
+alpha = 1/K (the MAP estimate of the reference).  With ``p1 = 1`` and ``alpha_pi = 0`` this is
+plain EM with an eigenvalue floor (``GaussianMixtureEM(reg="floor")``).
+
+The E- and M-step maths is the shared core of :mod:`mixlib.models.gmm_em`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..utils import resolve_device, torch_generator
+from . import register
+from .base import check_array_2d, check_init_labels
+from .gmm_em import (
+    GaussianMixtureBase,
+    _check_choice,
+    _check_int,
+    _check_nonneg,
+    _check_prob,
+    compute_cholesky,
+    estimate_gaussian_parameters,
+    estimate_log_prob_resp,
+    floor_eigenvalues,
+    initial_resp,
+    parameters_from_resp,
+)
+
+BL_INITS = ("reference", "random", "kmeans", "kmeans++")
+TASKS = ("joint", "marginal", "transformed")
+_PI_GUARD = 1e-5  # the reference's bl_epsilon: M-step divides by max(1e-5, pi_k)
+
+
+def haar_orthogonal(D: int, generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
+    """A Haar-distributed random orthogonal matrix (D, D): QR of a Gaussian, signs fixed by
+    diag(R) (Mezzadri 2007), on the CPU generator."""
+    G = torch.randn((D, D), generator=generator, dtype=torch.float64)
+    Q, R = torch.linalg.qr(G)
+    Q = Q * torch.sign(torch.diagonal(R)).masked_fill(torch.diagonal(R) == 0, 1.0)
+    return Q.to(dtype)
+
+
+def block_em_step(
+    Z: torch.Tensor,
+    idx: torch.Tensor,
+    weights: torch.Tensor,
+    means: torch.Tensor,
+    covariances: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One EM step on the marginal of the dimensions ``idx`` (the block update of BigLearn-EM).
+
+    Z (N, D) data (possibly transformed); idx (m,) selected dimensions; weights (K,);
+    means (K, D); covariances (K, D, D).  Returns ``(pi', means, covariances)``, the raw
+    (unsmoothed) weights pi' = mean_n r_nk and copies of means / covariances whose rows ``idx``
+    and block ``[idx, idx]`` are updated; all other entries (cross blocks included) are copied
+    unchanged.  No regularisation is applied here.
+    """
+    N = Z.shape[0]
+    means, covariances = means.clone(), covariances.clone()
+    if idx.numel() == 0:  # an empty marginal carries no information: r_nk = pi_k
+        return weights.clone(), means, covariances
+    Zt = Z[:, idx]  # (N, m)
+    cov_tt = covariances[:, idx][:, :, idx]  # (K, m, m)
+    _, log_resp = estimate_log_prob_resp(
+        Zt, weights, means[:, idx], compute_cholesky(cov_tt, "full"), "full"
+    )
+    resp = log_resp.exp()  # (N, K)
+    nk, mu_t, cov_t = estimate_gaussian_parameters(Zt, resp, "full", min_nk=_PI_GUARD * N)
+    means[:, idx] = mu_t
+    ii = idx[:, None]
+    covariances[:, ii, idx] = cov_t
+    return resp.mean(0), means, covariances
+
+
+@register("biglearn_em")
+class BigLearnEM(GaussianMixtureBase):
+    """BigLearn-EM for a full-covariance Gaussian mixture (torch; CUDA when present).
+
+    Parameters
+    ----------
+    n_clusters : int, default 10
+    n_iter : int, default 200
+        Outer iterations (task draws), the reference's ``Niter``.
+    n_inner : int, default 5
+        EM steps per task, the reference's ``NITnei``.
+    p1 : float, default 0.4
+        Probability of joint matching.
+    p2 : float, default 0.5
+        Cumulative threshold: marginal matching with probability ``p2 - p1``, transformed
+        marginal matching with probability ``1 - p2``.
+    beta_a, beta_b : float, default 5, 1
+        f ~ Beta(beta_a, beta_b), m = floor(D f) selected dimensions.
+    reg_covar : float, default 1e-2
+        Eigenvalue floor eps (the reference's ``eps``; 1e-2 for real data there).
+    alpha_pi : float or None, default None
+        Weight smoothing alpha; None means 1 / n_clusters.
+    init : {"reference", "random", "kmeans", "kmeans++"}, default "reference"
+        ``"reference"``: pi uniform, mu ~ N(0, I), Sigma = I (the reference code); the others
+        estimate the initial parameters from responsibilities as :class:`GaussianMixtureEM`.
+        ``fit(..., init_labels=...)`` overrides ``init``.
+    random_state : int or None
+    device : str, default "auto"
+    dtype : {"float64", "float32"}, default "float64"
+
+    Attributes
+    ----------
+    weights_, means_, covariances_ : numpy float64 parameters of the last iterate
+    labels_ : argmax responsibility at the last iterate (not a maximum over iterations)
+    history_ : dict of per-outer-iteration lists: ``"loglik"`` (mean train log-likelihood after
+        the iteration), ``"task"`` (0 joint, 1 marginal, 2 transformed), ``"n_dims"`` (m), plus
+        whatever the ``monitor`` passed to :meth:`fit` returns.
+    n_iter_ : int
+    """
+
+    covariance_type = "full"
+
+    def __init__(
+        self,
+        n_clusters=10,
+        n_iter=200,
+        n_inner=5,
+        p1=0.4,
+        p2=0.5,
+        beta_a=5.0,
+        beta_b=1.0,
+        reg_covar=1e-2,
+        alpha_pi=None,
+        init="reference",
+        random_state=None,
+        device="auto",
+        dtype="float64",
+    ):
+        self.n_clusters = n_clusters
+        self.n_iter = n_iter
+        self.n_inner = n_inner
+        self.p1 = p1
+        self.p2 = p2
+        self.beta_a = beta_a
+        self.beta_b = beta_b
+        self.reg_covar = reg_covar
+        self.alpha_pi = alpha_pi
+        self.init = init
+        self.random_state = random_state
+        self.device = device
+        self.dtype = dtype
+
+    def _check_params(self) -> None:
+        _check_int("n_iter", self.n_iter, 1)
+        _check_int("n_inner", self.n_inner, 1)
+        _check_prob("p1", self.p1)
+        _check_prob("p2", self.p2)
+        if self.p2 < self.p1:
+            raise ValueError(f"p2 must be >= p1, got p1={self.p1!r}, p2={self.p2!r}")
+        for name in ("beta_a", "beta_b"):
+            _check_nonneg(name, getattr(self, name))
+            if getattr(self, name) == 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        _check_nonneg("reg_covar", self.reg_covar)
+        if self.reg_covar == 0:
+            raise ValueError("reg_covar must be > 0 (it is the eigenvalue floor)")
+        if self.alpha_pi is not None:
+            _check_nonneg("alpha_pi", self.alpha_pi)
+        _check_choice("init", self.init, BL_INITS)
+
+    def _initialize(self, X, seed, gen, lab):
+        K, D = self.n_clusters, X.shape[1]
+        if lab is None and self.init == "reference":
+            weights = torch.full((K,), 1.0 / K, dtype=X.dtype, device=X.device)
+            means = torch.randn((K, D), generator=gen, dtype=torch.float64).to(X)
+            cov = torch.eye(D, dtype=X.dtype, device=X.device).expand(K, D, D).clone()
+            return weights, means, cov
+        resp = initial_resp(X, K, self.init, seed, lab)
+        return parameters_from_resp(X, resp, "full", "floor", self.reg_covar, seed)
+
+    def fit(self, X, y=None, init_labels=None, monitor=None):
+        """Run BigLearn-EM.
+
+        Parameters
+        ----------
+        X : array (N, D)
+        init_labels : int array (N,) or None
+            Initial assignment (-1 = unlabelled); overrides ``init``.
+        monitor : callable or None
+            ``monitor(weights (K,), means (K, D), covariances (K, D, D))`` (torch tensors) called
+            after every outer iteration; the floats of the dict it returns are appended to
+            ``history_`` (e.g. a test KL divergence).
+        """
+        _check_int("n_clusters", self.n_clusters, 1)
+        X = check_array_2d(X, min_samples=self.n_clusters)
+        self._check_params()
+        lab = check_init_labels(init_labels, X.shape[0], self.n_clusters)
+        self._device_ = resolve_device(self.device)
+        self._dtype_ = self._torch_dtype()
+        Xt = self._tensor(X)
+        N, D = Xt.shape
+        K = self.n_clusters
+        alpha = 1.0 / K if self.alpha_pi is None else float(self.alpha_pi)
+        rng = np.random.default_rng(self.random_state)
+        seed = int(rng.integers(2**31 - 1))
+        gen = torch_generator(seed)  # CPU generator: same draws on every device
+
+        weights, means, cov = self._initialize(Xt, seed, gen, lab)
+        cov = floor_eigenvalues(cov, self.reg_covar)
+        _, log_resp = estimate_log_prob_resp(
+            Xt, weights, means, compute_cholesky(cov, "full"), "full"
+        )
+        self.init_labels_ = log_resp.argmax(1).cpu().numpy().astype(np.int64)
+
+        history: dict[str, list[float]] = {"loglik": [], "task": [], "n_dims": []}
+        all_dims = torch.arange(D, device=Xt.device)
+        for _ in range(self.n_iter):
+            u = rng.uniform()
+            task = 0 if u < self.p1 else (1 if u < self.p2 else 2)
+            if task == 0:
+                idx = all_dims
+            else:
+                m = int(D * rng.beta(self.beta_a, self.beta_b))
+                idx = torch.as_tensor(np.sort(rng.permutation(D)[:m]), device=Xt.device)
+            if task < 2:
+                for _ in range(self.n_inner):
+                    pi_raw, means, cov = block_em_step(Xt, idx, weights, means, cov)
+                    cov = floor_eigenvalues(cov, self.reg_covar)
+                    weights = _smooth(pi_raw, alpha)
+            else:
+                A = haar_orthogonal(D, gen).to(Xt)
+                Y = Xt @ A.T  # (N, D)
+                mu_bar, cov_bar = means @ A.T, A @ cov @ A.T
+                for _ in range(self.n_inner):
+                    pi_raw, mu_bar, cov_bar = block_em_step(Y, idx, weights, mu_bar, cov_bar)
+                    cov_bar = floor_eigenvalues(cov_bar, self.reg_covar)
+                    means, cov = mu_bar @ A, floor_eigenvalues(A.T @ cov_bar @ A, self.reg_covar)
+                    weights = _smooth(pi_raw, alpha)
+            log_norm, _ = estimate_log_prob_resp(
+                Xt, weights, means, compute_cholesky(cov, "full"), "full"
+            )
+            history["loglik"].append(float(log_norm.mean()))
+            history["task"].append(float(task))
+            history["n_dims"].append(float(idx.numel()))
+            if monitor is not None:
+                for key, val in monitor(weights, means, cov).items():
+                    history.setdefault(key, []).append(float(val))
+        self._set_state(weights, means, cov)
+        self.history_ = history
+        self.n_iter_ = self.n_iter
+        self.labels_ = self.predict(X)  # last iterate, never a maximum over iterations
+        return self
+
+
+def _smooth(pi_raw: torch.Tensor, alpha: float) -> torch.Tensor:
+    w = pi_raw + alpha
+    return w / w.sum()

@@ -1,0 +1,775 @@
+"""MixMate: a mixture of K sparse dictionary-learning auto-encoders.
+
+Lin, Song, Ba, "Mixture Model Auto-Encoders: Deep Clustering through Dictionary Learning",
+ICASSP 2022 (arXiv:2110.04683); reference code github.com/al5250/mixmate (``MixMATEv2``).
+
+Generative model: a point ``y`` (M,) belongs to cluster k with prior ``softmax(b)_k`` and is
+``y = A_k x + noise`` with a sparse code ``x`` (N,) and a dictionary ``A_k`` (M, N) of unit-norm
+atoms. The encoder of auto-encoder k is FISTA unrolled for T layers on the lasso
+
+    E_k(y) = min_x ||y - A_k x||^2 + lam ||x||_1                                     (energy)
+
+(gradient step ``step``, threshold ``lam * step``, x_0 = 0, t_{j+1} = (1 + sqrt(1 + 4 t_j^2)) / 2).
+The posterior over clusters is ``softmax(-E + b)`` and the cluster is its argmax. Training
+minimises the expected energy under the posterior, divided by M, plus ``beta * KL(posterior ||
+prior) / M`` (both divided by M as in the reference code), by Adam with back-propagation through
+the unrolled encoder; atoms are renormalised to unit norm after every step.
+
+Speed: FISTA's gradient ``A^T (A x - y) = G x - A^T y`` with the Gram matrix ``G = A^T A`` (N, N)
+costs N^2 instead of 2 M N flops per sample, dictionary and layer, and the energy is evaluated in
+code space too: ``||y - A x||^2 = ||y||^2 - 2 x^T A^T y + x^T G x``. This is the ``fast`` path;
+``fast=False`` runs the textbook per-layer gradient (the direct path). Both give the same codes
+up to float error. Samples with missing pixels (a mask) always take the direct path with the
+mask applied inside the residual, because a per-sample masked Gram ``A^T diag(m) A`` costs
+M N^2 per sample and dictionary, more than T layers of the direct gradient for T = 15.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import register
+from .base import ClusterModel, check_array_2d, check_init_labels
+
+# ---------------------------------------------------------------------------------------------
+# Pure functions (tested one by one). Shapes: K dictionaries, B samples, M features, N atoms.
+# ---------------------------------------------------------------------------------------------
+
+
+def soft_threshold(z: torch.Tensor, thr) -> torch.Tensor:
+    """Signed soft threshold ``sign(z) * max(|z| - thr, 0)``; ``thr`` a float or broadcastable."""
+    if not isinstance(thr, torch.Tensor):
+        return torch.nn.functional.softshrink(z, float(thr))  # one fused kernel
+    # per-dictionary thresholds: z - clamp(z, -thr, thr), two kernels instead of four
+    return z - torch.clamp(z, min=-thr, max=thr)
+
+
+def _momentum_coefficients(n_layers: int) -> list[float]:
+    """FISTA's (t_j - 1) / t_{j+1} for j = 1..T with t_1 = 1."""
+    t, out = 1.0, []
+    for _ in range(n_layers):
+        t_new = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        out.append((t - 1.0) / t_new)
+        t = t_new
+    return out
+
+
+def _as_step(step, A: torch.Tensor):
+    """A float, or a (K,) tensor turned into (K, 1, 1) to broadcast over (K, B, N)."""
+    if isinstance(step, torch.Tensor):
+        return step.to(A.dtype).reshape(-1, 1, 1)
+    return float(step)
+
+
+def fista_gram(G: torch.Tensor, Aty: torch.Tensor, lam: float, step, n_layers: int) -> torch.Tensor:
+    """Unrolled FISTA in code space, all K dictionaries at once.
+
+    Parameters
+    ----------
+    G : (K, N, N) Gram matrices ``A_k^T A_k``.
+    Aty : (K, B, N) correlations ``A_k^T y``.
+    lam : l1 weight.
+    step : float or (K,) tensor, gradient step (threshold is ``lam * step``).
+    n_layers : number of FISTA iterations T.
+
+    Returns
+    -------
+    x : (K, B, N) codes after T layers.
+    """
+    N = G.shape[-1]
+    s = _as_step(step, G)
+    eye = torch.eye(N, dtype=G.dtype, device=G.device)
+    W = eye - s * G  # (K, N, N), symmetric: z W == z - s z G
+    c = s * Aty  # (K, B, N)
+    thr = lam * s
+    x_old = torch.zeros_like(Aty)
+    z = x_old
+    x = x_old
+    for j, mom in enumerate(_momentum_coefficients(n_layers)):
+        # first layer: z = 0, so the gradient step is just s A^T y
+        x = soft_threshold(c if j == 0 else torch.baddbmm(c, z, W), thr)
+        # x + mom (x - x_old) as one kernel
+        z = torch.lerp(x_old, x, 1.0 + mom) if mom != 0.0 else x
+        x_old = x
+    return x
+
+
+def fista_direct(
+    Y: torch.Tensor,
+    A: torch.Tensor,
+    lam: float,
+    step,
+    n_layers: int,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Textbook unrolled FISTA: gradient ``A_k^T (m * (A_k x - y))`` every layer.
+
+    Parameters
+    ----------
+    Y : (B, M) data; where ``mask`` is False the value is ignored.
+    A : (K, M, N) dictionaries.
+    lam, step, n_layers : as in :func:`fista_gram`.
+    mask : (B, M) bool, True where observed, or None (all observed). Missing pixels are left
+        out of the gradient (no imputation).
+
+    Returns
+    -------
+    x : (K, B, N) codes.
+    """
+    K, N = A.shape[0], A.shape[-1]
+    s = _as_step(step, A)
+    thr = lam * s
+    At = A.transpose(1, 2)  # (K, N, M)
+    m = None if mask is None else mask.to(A.dtype)  # (B, M)
+    if m is not None:
+        Y = Y * m
+    x_old = torch.zeros(K, Y.shape[0], N, dtype=A.dtype, device=A.device)
+    z = x_old
+    x = x_old
+    for mom in _momentum_coefficients(n_layers):
+        # residual A x - y, (K, B, M); in place: bmm does not keep its output for backward
+        r = torch.bmm(z, At).sub_(Y)
+        if m is not None:
+            r = r.mul_(m)
+        x = soft_threshold(z - s * torch.bmm(r, A), thr)
+        # x + mom (x - x_old) as one kernel
+        z = torch.lerp(x_old, x, 1.0 + mom) if mom != 0.0 else x
+        x_old = x
+    return x
+
+
+def energy_gram(
+    x: torch.Tensor, G: torch.Tensor, Aty: torch.Tensor, yy: torch.Tensor, lam: float
+) -> torch.Tensor:
+    """(K, B) energies ``||y||^2 - 2 x^T A^T y + x^T G x + lam ||x||_1`` from code-space terms.
+
+    ``yy`` is (B,) ``||y||^2``.
+    """
+    xG = torch.bmm(x, G)  # (K, B, N)
+    return yy + ((xG - 2.0 * Aty) * x).sum(-1) + lam * x.abs().sum(-1)
+
+
+def energy_direct(
+    x: torch.Tensor,
+    Y: torch.Tensor,
+    A: torch.Tensor,
+    lam: float,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(K, B) energies ``||m * (y - A_k x_k)||^2 + lam ||x_k||_1`` in data space."""
+    r = torch.bmm(x, A.transpose(1, 2)).sub_(Y)  # (K, B, M)
+    if mask is not None:
+        r = r.mul_(mask.to(A.dtype))
+    return (r * r).sum(-1) + lam * x.abs().sum(-1)
+
+
+def spectral_steps(G: torch.Tensor) -> torch.Tensor:
+    """(K,) steps ``1 / ||A_k||_2^2`` = 1 / largest eigenvalue of ``G_k`` (no gradient)."""
+    with torch.no_grad():
+        return 1.0 / torch.linalg.eigvalsh(G)[:, -1].clamp_min(1e-12)
+
+
+def encode(
+    Y: torch.Tensor,
+    A: torch.Tensor,
+    lam: float,
+    step,
+    n_layers: int,
+    mask: torch.Tensor | None = None,
+    fast: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes and energies of every sample under every dictionary.
+
+    Parameters
+    ----------
+    Y : (B, M) data.
+    A : (K, M, N) dictionaries.
+    lam, n_layers : lasso weight and number of FISTA layers.
+    step : float, (K,) tensor, or the string ``"spectral"`` (``1 / ||A_k||_2^2``).
+    mask : (B, M) bool (True = observed) or None. Rows with a missing pixel take the direct
+        masked path even when ``fast``; complete rows take the Gram path.
+    fast : Gram (code-space) path when True, textbook direct path when False.
+
+    Returns
+    -------
+    codes : (K, B, N)
+    energies : (K, B)
+    """
+    K, M, N = A.shape
+    G = None
+    if isinstance(step, str):  # "spectral"
+        G = A.transpose(1, 2) @ A
+        step = spectral_steps(G)
+    if mask is not None:
+        incomplete = ~mask.all(dim=1)  # (B,)
+        if not bool(incomplete.any()):
+            mask = None
+    if mask is None and not fast:
+        x = fista_direct(Y, A, lam, step, n_layers)
+        return x, energy_direct(x, Y, A, lam)
+    if mask is None:
+        if G is None:
+            G = A.transpose(1, 2) @ A  # (K, N, N)
+        # A_k^T y for all k in one matmul: (B, M) @ (M, K N)
+        Aty = (Y @ A.permute(1, 0, 2).reshape(M, K * N)).view(-1, K, N).transpose(0, 1)
+        Aty = Aty.contiguous()  # (K, B, N)
+        x = fista_gram(G, Aty, lam, step, n_layers)
+        return x, energy_gram(x, G, Aty, (Y * Y).sum(-1), lam)
+    if not fast:
+        x = fista_direct(Y, A, lam, step, n_layers, mask)
+        return x, energy_direct(x, Y, A, lam, mask)
+    # mixed batch: complete rows in code space, incomplete rows directly with their mask
+    idx_c = torch.nonzero(~incomplete).flatten()
+    idx_i = torch.nonzero(incomplete).flatten()
+    x_i = fista_direct(Y[idx_i], A, lam, step, n_layers, mask[idx_i])
+    e_i = energy_direct(x_i, Y[idx_i], A, lam, mask[idx_i])
+    if idx_c.numel() == 0:
+        return x_i, e_i
+    x_c, e_c = encode(Y[idx_c], A, lam, step, n_layers, None, True)
+    inv = torch.argsort(torch.cat([idx_c, idx_i]))
+    return torch.cat([x_c, x_i], 1)[:, inv], torch.cat([e_c, e_i], 1)[:, inv]
+
+
+def mixture_loss(
+    energies: torch.Tensor, bias: torch.Tensor, beta: float, n_features: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training loss and posterior.
+
+    ``loss = mean_b [ sum_k p_kb E_kb + beta KL(p_b || softmax(bias)) ] / M`` with the posterior
+    ``p_b = softmax(-E_b + bias)``; gradients flow through the posterior as in the reference.
+
+    Returns
+    -------
+    loss : scalar tensor
+    post : (K, B) posterior
+    """
+    logits = -energies + bias[:, None]  # (K, B)
+    log_post = torch.log_softmax(logits, dim=0)
+    post = log_post.exp()
+    loss = (post * energies).sum(0).mean()
+    if beta > 0:
+        log_prior = torch.log_softmax(bias, dim=0)[:, None]
+        loss = loss + beta * (post * (log_post - log_prior)).sum(0).mean()
+    return loss / n_features, post
+
+
+def train_step(
+    Y: torch.Tensor,
+    A: torch.nn.Parameter,
+    bias: torch.nn.Parameter,
+    opt: torch.optim.Optimizer,
+    lam: float,
+    step,
+    n_layers: int,
+    beta: float,
+    mask: torch.Tensor | None = None,
+    fast: bool = True,
+) -> float:
+    """One Adam step on a mini-batch ``Y`` (B, M), then atoms back to unit norm; returns the loss.
+
+    Gradients flow through the unrolled encoder (and through the Gram matrix in the fast path).
+    """
+    _, E = encode(Y, A, lam, step, n_layers, mask, fast)
+    loss, _ = mixture_loss(E, bias, beta, A.shape[1])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        A.div_(A.norm(dim=1, keepdim=True).clamp_min(1e-12))
+    return float(loss.detach())
+
+
+def dictionaries_from_labels(
+    X: np.ndarray, labels: np.ndarray, n_clusters: int, n_atoms: int, rng: np.random.Generator
+) -> np.ndarray:
+    """(K, M, N) initial dictionaries from an assignment, as in the reference ``trainv2.py``.
+
+    Each dictionary's atoms are ``n_atoms`` distinct random members of its cluster (points with
+    that label; ``-1`` points are ignored), each centred by subtracting its own mean over the
+    features and scaled to unit norm. A cluster with 0 < n_k < N members gets all of them plus
+    N - n_k noisy copies of random members (Gaussian noise of 10% of the member's norm) so its
+    atoms stay distinct; an empty cluster draws its atoms from all labelled points. An atom that
+    centres to zero (a constant point) is replaced by a random unit vector.
+    """
+    M = X.shape[1]
+    D = np.empty((n_clusters, M, n_atoms), dtype=np.float64)
+    labelled = np.flatnonzero(labels >= 0)
+    for k in range(n_clusters):
+        members = np.flatnonzero(labels == k)
+        pool = members if members.size else labelled
+        if pool.size >= n_atoms:
+            atoms = X[rng.choice(pool, n_atoms, replace=False)].astype(np.float64)
+        else:
+            extra = X[rng.choice(pool, n_atoms - pool.size)].astype(np.float64)
+            scale = 0.1 * np.linalg.norm(extra, axis=1, keepdims=True) / np.sqrt(M)
+            extra = extra + scale * rng.standard_normal(extra.shape)
+            atoms = np.concatenate([X[pool].astype(np.float64), extra])
+        atoms -= atoms.mean(axis=1, keepdims=True)
+        norms = np.linalg.norm(atoms, axis=1)
+        dead = norms < 1e-8
+        if dead.any():
+            atoms[dead] = rng.standard_normal((int(dead.sum()), M))
+            norms[dead] = np.linalg.norm(atoms[dead], axis=1)
+        D[k] = (atoms / norms[:, None]).T
+    return D
+
+
+def erase_masks(
+    n_samples: int, n_features: int, erase_prob: float, erase_frac: float, rng
+) -> np.ndarray | None:
+    """(n, M) bool masks: a fraction ``erase_prob`` of the points lose ``round(erase_frac M)``
+    random pixels (False = missing), like the reference's ``generate_erase_masks``; None if
+    nothing is erased."""
+    n_erase = int(round(erase_frac * n_features))
+    if erase_prob <= 0 or n_erase == 0:
+        return None
+    mask = np.ones((n_samples, n_features), dtype=bool)
+    hit = np.flatnonzero(rng.random(n_samples) < erase_prob)
+    if hit.size:
+        order = rng.random((hit.size, n_features)).argsort(axis=1)[:, :n_erase]
+        mask[hit[:, None], order] = False
+    return mask
+
+
+# ---------------------------------------------------------------------------------------------
+# Estimator
+# ---------------------------------------------------------------------------------------------
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@register("mixmate")
+class MixMate(ClusterModel):
+    """Mixture of K sparse dictionary-learning auto-encoders (MixMate, Lin et al. 2022).
+
+    Defaults are the paper's MNIST settings (``configs/trainv2.yaml`` of the reference code).
+
+    Parameters
+    ----------
+    n_clusters : int, default 10
+        Number of dictionaries / clusters K.
+    n_atoms : int, default 50
+        Atoms per dictionary N.
+    n_layers : int, default 15
+        Unrolled FISTA layers T.
+    lam : float, default 0.75
+        l1 weight of the lasso energy; the FISTA threshold is ``lam * step``.
+    step : float, default 0.04
+        FISTA gradient step when ``step_rule="fixed"``.
+    step_rule : {"fixed", "spectral"}, default "fixed"
+        ``"spectral"`` uses ``1 / ||A_k||_2^2`` per dictionary (recomputed every batch, not
+        differentiated), the classical convergent step; ``step`` is then ignored.
+    freeze_bias : bool, default True
+        Keep the prior logits b at 0; if False they are learned.
+    beta : float, default 0.0
+        Weight of ``KL(posterior || prior)`` in the loss.
+    lr : float, default 1e-3
+        Adam learning rate.
+    batch_size : int, default 256
+        Training mini-batch size (incomplete last batch dropped, as in the reference).
+    n_epochs : int, default 50
+    erase_prob, erase_frac : float, default 0.0
+        Missing-data experiment: a fraction ``erase_prob`` of the points lose ``erase_frac`` of
+        their pixels (random pixels, masks drawn from ``random_state``, stored as ``mask_``);
+        missing pixels are left out of the FISTA gradient and of the energy.
+    eval_batch_size : int or None, default None
+        Batch size of the no-grad evaluation passes; None picks 8192 on CUDA and 512 on CPU,
+        where the fast path's (K, B, N) tensors then stay in cache (on a 2-core CPU 512 is ~2x
+        faster than 4096 for the fast path; the direct path prefers larger batches).
+    fast : bool, default True
+        Gram-matrix (code-space) FISTA; False runs the textbook data-space gradient.
+    n_init : int, default 10
+        k-means restarts used when ``fit`` gets no ``init_labels``.
+    device : str, default "auto"
+        torch device; "auto" picks CUDA when present.
+    dtype : {"float32", "float64"}, default "float32"
+    random_state : int or None
+        Seeds atom choice, masks, shuffling and k-means (``np.random.default_rng``).
+
+    Attributes
+    ----------
+    dictionaries_ : (K, M, N) ndarray, unit-norm atoms in columns.
+    bias_ : (K,) ndarray, prior logits.
+    init_labels_ : (n,) labels of the untrained model (paper's INIT column).
+    init_loss_, loss_ : mean loss over X before and after training.
+    labels_ : (n,) final labels.
+    history_ : dict of per-epoch lists: "loss" (mean training loss) and, when ``y`` is passed to
+        ``fit``, "acc", "nmi", "ari" of the model after each epoch.
+    mask_ : (n, M) bool ndarray of observed pixels used in ``fit``, or None if none missing.
+    """
+
+    def __init__(
+        self,
+        n_clusters=10,
+        n_atoms=50,
+        n_layers=15,
+        lam=0.75,
+        step=0.04,
+        step_rule="fixed",
+        freeze_bias=True,
+        beta=0.0,
+        lr=1e-3,
+        batch_size=256,
+        n_epochs=50,
+        erase_prob=0.0,
+        erase_frac=0.0,
+        eval_batch_size=None,
+        fast=True,
+        n_init=10,
+        device="auto",
+        dtype="float32",
+        random_state=None,
+    ):
+        self.n_clusters = n_clusters
+        self.n_atoms = n_atoms
+        self.n_layers = n_layers
+        self.lam = lam
+        self.step = step
+        self.step_rule = step_rule
+        self.freeze_bias = freeze_bias
+        self.beta = beta
+        self.lr = lr
+        self.batch_size = batch_size
+        self.n_epochs = n_epochs
+        self.erase_prob = erase_prob
+        self.erase_frac = erase_frac
+        self.eval_batch_size = eval_batch_size
+        self.fast = fast
+        self.n_init = n_init
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+
+    # -- validation -------------------------------------------------------------------------
+    def _validate_params(self) -> None:
+        def int_ge(name, lo):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+
+        def real(name, lo, hi=math.inf, lo_open=False, hi_open=False):
+            v = getattr(self, name)
+            ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+            if ok:
+                ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+            if not ok:
+                lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
+                raise ValueError(f"{name} must be a real number in {lb}{lo}, {hi}{rb}, got {v!r}")
+
+        for name in ("n_clusters", "n_atoms", "n_layers", "batch_size"):
+            int_ge(name, 1)
+        if self.eval_batch_size is not None:
+            int_ge("eval_batch_size", 1)
+        int_ge("n_epochs", 0)
+        int_ge("n_init", 1)
+        real("lam", 0.0)
+        real("step", 0.0, lo_open=True)
+        real("beta", 0.0)
+        real("lr", 0.0, lo_open=True)
+        real("erase_prob", 0.0, 1.0)
+        real("erase_frac", 0.0, 1.0, hi_open=True)
+        if self.step_rule not in ("fixed", "spectral"):
+            raise ValueError(f"step_rule must be 'fixed' or 'spectral', got {self.step_rule!r}")
+        for name in ("freeze_bias", "fast"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if not isinstance(self.device, (str, torch.device)):
+            raise ValueError(
+                f"device must be a string such as 'auto', 'cpu', 'cuda', got {self.device!r}"
+            )
+        if self.random_state is not None and (
+            isinstance(self.random_state, bool)
+            or not isinstance(self.random_state, numbers.Integral)
+        ):
+            raise ValueError(f"random_state must be an int or None, got {self.random_state!r}")
+
+    def _torch_device(self) -> torch.device:
+        from ..utils import resolve_device
+
+        return resolve_device(self.device if isinstance(self.device, str) else str(self.device))
+
+    def _eval_batch(self) -> int:
+        if self.eval_batch_size is not None:
+            return int(self.eval_batch_size)
+        return 8192 if self._torch_device().type == "cuda" else 512
+
+    def _step_arg(self):
+        return "spectral" if self.step_rule == "spectral" else float(self.step)
+
+    # -- core passes --------------------------------------------------------------------------
+    def _evaluate(self, Xt, mt, A, bias):
+        """No-grad pass over all rows: (labels (n,) ndarray, mean loss float)."""
+        labels, total = [], 0.0
+        n, M = Xt.shape
+        bs = self._eval_batch()
+        with torch.inference_mode():
+            for s in range(0, n, bs):
+                mb = None if mt is None else mt[s : s + bs]
+                _, E = encode(
+                    Xt[s : s + bs], A, self.lam, self._step_arg(), self.n_layers, mb, self.fast
+                )
+                loss, post = mixture_loss(E, bias, float(self.beta), M)
+                total += float(loss) * E.shape[1]
+                labels.append(post.argmax(0))
+        return torch.cat(labels).cpu().numpy().astype(np.int64), total / n
+
+    def _to_tensors(self, X, mask):
+        dev, dt = self._torch_device(), _DTYPES[self.dtype]
+        Xt = torch.as_tensor(np.asarray(X), device=dev).to(dt)
+        mt = None
+        if mask is not None:
+            mt = torch.as_tensor(np.asarray(mask, dtype=bool), device=dev)
+            Xt = Xt * mt  # missing values never enter any computation
+        return Xt, mt
+
+    @staticmethod
+    def _check_mask(mask, shape):
+        if mask is None:
+            return None
+        mask = np.asarray(mask)
+        if mask.shape != shape or mask.dtype != bool:
+            raise ValueError(
+                f"mask must be a bool array of shape {shape}, got {mask.shape} {mask.dtype}"
+            )
+        return mask
+
+    # -- public API ---------------------------------------------------------------------------
+    def fit(self, X, y=None, init_labels=None, mask=None):
+        """Initialise the dictionaries from an assignment, then train.
+
+        Parameters
+        ----------
+        X : (n, M) array.
+        y : (n,) true classes or None; only used to log ACC/NMI/ARI per epoch in ``history_``.
+        init_labels : (n,) int array with -1 for unlabelled points, or None to run k-means
+            (scikit-learn, ``n_init`` restarts) on X.
+        mask : (n, M) bool, True = observed, or None. Combined (AND) with the erase masks.
+        """
+        self._validate_params()
+        X = check_array_2d(X, min_samples=self.n_clusters)
+        n, M = X.shape
+        K, N = int(self.n_clusters), int(self.n_atoms)
+        mask = self._check_mask(mask, X.shape)
+        lab = check_init_labels(init_labels, n, K)
+        from ..utils import check_random_state_int
+
+        seed = check_random_state_int(self.random_state)
+        rng = np.random.default_rng(seed)
+        if y is not None:
+            y = np.asarray(y)
+            if y.shape != (n,):
+                raise ValueError(f"y must have shape ({n},), got {y.shape}")
+        if lab is None:
+            from sklearn.cluster import KMeans
+
+            lab = KMeans(K, n_init=int(self.n_init), random_state=seed).fit(X).labels_
+            lab = lab.astype(np.int64)
+
+        drawn = erase_masks(n, M, float(self.erase_prob), float(self.erase_frac), rng)
+        if drawn is not None and mask is not None:
+            drawn &= mask
+        elif drawn is None:
+            drawn = mask
+        self.mask_ = drawn
+        self.n_features_in_ = M
+
+        dev, dt = self._torch_device(), _DTYPES[self.dtype]
+        Xt, mt = self._to_tensors(X, self.mask_)
+        # dictionaries from the points as observed (missing pixels are 0 after masking)
+        D = dictionaries_from_labels(Xt.cpu().numpy(), lab, K, N, rng)
+        A = torch.nn.Parameter(torch.as_tensor(D, dtype=dt, device=dev))
+        bias = torch.nn.Parameter(torch.zeros(K, dtype=dt, device=dev))
+        bias.requires_grad_(not self.freeze_bias)
+
+        self.init_labels_, self.init_loss_ = self._evaluate(Xt, mt, A.detach(), bias.detach())
+        params = [A] if self.freeze_bias else [A, bias]
+        opt = torch.optim.Adam(params, lr=float(self.lr))
+        bs = int(self.batch_size)
+        n_batches = max(n // bs, 1)  # the reference drops the incomplete last batch
+        hist = {"loss": []}
+        if y is not None:
+            hist.update(acc=[], nmi=[], ari=[])
+        for _ in range(int(self.n_epochs)):
+            perm = torch.as_tensor(rng.permutation(n), device=dev)
+            running = 0.0
+            for b in range(n_batches):
+                idx = perm[b * bs : (b + 1) * bs]
+                mb = None if mt is None else mt[idx]
+                running += train_step(
+                    Xt[idx],
+                    A,
+                    bias,
+                    opt,
+                    self.lam,
+                    self._step_arg(),
+                    self.n_layers,
+                    float(self.beta),
+                    mb,
+                    self.fast,
+                )
+            hist["loss"].append(running / n_batches)
+            if y is not None:
+                from ..metrics import ari, clustering_accuracy, nmi
+
+                lab_e, _ = self._evaluate(Xt, mt, A.detach(), bias.detach())
+                hist["acc"].append(clustering_accuracy(y, lab_e))
+                hist["nmi"].append(nmi(y, lab_e))
+                hist["ari"].append(ari(y, lab_e))
+        self.history_ = hist
+        self.n_iter_ = int(self.n_epochs)
+        self.dictionaries_ = A.detach().cpu().numpy()
+        self.bias_ = bias.detach().cpu().numpy()
+        self.labels_, self.loss_ = self._evaluate(Xt, mt, A.detach(), bias.detach())
+        return self
+
+    def _fitted(self):
+        if not hasattr(self, "dictionaries_"):
+            raise RuntimeError("MixMate is not fitted yet; call fit first")
+        dev, dt = self._torch_device(), _DTYPES[self.dtype]
+        A = torch.as_tensor(self.dictionaries_, device=dev, dtype=dt)
+        return A, torch.as_tensor(self.bias_, device=dev, dtype=dt)
+
+    def _prepare_X(self, X, mask):
+        A, b = self._fitted()
+        X = check_array_2d(X)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, the model was fitted on {self.n_features_in_}"
+            )
+        Xt, mt = self._to_tensors(X, self._check_mask(mask, X.shape))
+        return Xt, mt, A, b
+
+    def predict(self, X, mask=None):
+        """(n,) cluster labels ``argmax_k softmax(-E_k + b)``; ``mask`` (n, M) bool or None.
+
+        ``fit(X).labels_ == predict(X, mask=mask_)`` (``mask_`` is None without erasure).
+        """
+        Xt, mt, A, b = self._prepare_X(X, mask)
+        return self._evaluate(Xt, mt, A, b)[0]
+
+    def predict_proba(self, X, mask=None):
+        """(n, K) posterior ``softmax(-E + b)``."""
+        Xt, mt, A, b = self._prepare_X(X, mask)
+        return self._posterior_and_codes(Xt, mt, A, b)[0]
+
+    def score(self, X, y=None, mask=None):
+        """Minus the mean training loss (expected energy / M, + KL term) on X: higher is better."""
+        Xt, mt, A, b = self._prepare_X(X, mask)
+        return -self._evaluate(Xt, mt, A, b)[1]
+
+    def _posterior_and_codes(self, Xt, mt, A, b):
+        posts, codes = [], []
+        bs = self._eval_batch()
+        with torch.inference_mode():
+            for s in range(0, Xt.shape[0], bs):
+                mb = None if mt is None else mt[s : s + bs]
+                x, E = encode(
+                    Xt[s : s + bs], A, self.lam, self._step_arg(), self.n_layers, mb, self.fast
+                )
+                posts.append(torch.softmax(-E + b[:, None], 0).T.cpu())
+                codes.append(x.cpu())
+        return torch.cat(posts).numpy(), torch.cat(codes, 1).numpy()
+
+    def transform(self, X, mask=None):
+        """(K, n, N) sparse codes of every point under every dictionary."""
+        Xt, mt, A, b = self._prepare_X(X, mask)
+        return self._posterior_and_codes(Xt, mt, A, b)[1]
+
+    def n_parameters(self) -> int:
+        """K M N dictionary entries, + K prior logits when they are learned."""
+        M = getattr(self, "n_features_in_", None)
+        if M is None:
+            raise RuntimeError("n_parameters needs the number of features: fit the model first")
+        return int(
+            self.n_clusters * M * self.n_atoms + (0 if self.freeze_bias else self.n_clusters)
+        )
+
+    # -- artifacts ----------------------------------------------------------------------------
+    def save_artifacts(self, X, outdir, image_shape=()) -> list[Path]:
+        """Write ``atoms.png``, ``reconstructions.png`` and ``curves.png`` into ``outdir``.
+
+        With ``image_shape`` (e.g. (28, 28)) atoms are drawn as images, one row per dictionary,
+        and reconstructions as an image grid (row 0: inputs, row k+1: dictionary k); otherwise
+        each dictionary is a heat map and reconstructions are line plots.
+        """
+        from matplotlib.figure import Figure  # Agg canvas, no pyplot global state
+
+        outdir = Path(outdir)
+        outdir.mkdir(parents=True, exist_ok=True)
+        A, b = self._fitted()
+        D = self.dictionaries_  # (K, M, N)
+        K, M, N = D.shape
+        shape = tuple(image_shape) if image_shape else None
+        if shape is not None and int(np.prod(shape)) != M:
+            raise ValueError(f"image_shape {shape} does not have {M} pixels")
+        paths = []
+
+        # atoms
+        if shape is not None:
+            fig = Figure(figsize=(N * 0.35, K * 0.4 + 0.4))
+            axs = fig.subplots(K, N, squeeze=False)
+            for k in range(K):
+                for j in range(N):
+                    ax = axs[k, j]
+                    ax.imshow(D[k, :, j].reshape(shape), cmap="gray")
+                    ax.set_axis_off()
+        else:
+            fig = Figure(figsize=(2.2 * K, 3))
+            axs = fig.subplots(1, K, squeeze=False)
+            for k in range(K):
+                axs[0, k].imshow(D[k], aspect="auto", cmap="RdBu_r")
+                axs[0, k].set_title(f"dictionary {k}", fontsize=8)
+        fig.suptitle("MixMate atoms (one row per dictionary)")
+        paths.append(outdir / "atoms.png")
+        fig.savefig(paths[-1], dpi=80)
+
+        # reconstructions of a few inputs by every dictionary
+        Xs = check_array_2d(X)[:8]
+        Xt, _ = self._to_tensors(Xs, None)
+        with torch.inference_mode():
+            codes, _ = encode(Xt, A, self.lam, self._step_arg(), self.n_layers, None, self.fast)
+            R = torch.bmm(codes, A.transpose(1, 2)).cpu().numpy()  # (K, b, M)
+        n_show = Xs.shape[0]
+        if shape is not None:
+            fig = Figure(figsize=(n_show * 0.9, (K + 1) * 0.9))
+            axs = fig.subplots(K + 1, n_show, squeeze=False)
+            for i in range(n_show):
+                axs[0, i].imshow(Xs[i].reshape(shape), cmap="gray")
+                for k in range(K):
+                    axs[k + 1, i].imshow(R[k, i].reshape(shape), cmap="gray")
+            for ax in axs.flat:
+                ax.set_axis_off()
+        else:
+            fig = Figure(figsize=(3 * n_show, 2.5))
+            axs = fig.subplots(1, n_show, squeeze=False)
+            for i in range(n_show):
+                axs[0, i].plot(Xs[i], "k", lw=2, label="input")
+                for k in range(K):
+                    axs[0, i].plot(R[k, i], lw=0.7)
+        fig.suptitle("inputs (top) and reconstructions by each dictionary")
+        paths.append(outdir / "reconstructions.png")
+        fig.savefig(paths[-1], dpi=80)
+
+        # curves
+        fig = Figure(figsize=(8, 3))
+        ax1, ax2 = fig.subplots(1, 2)
+        h = getattr(self, "history_", {})
+        ax1.plot(np.arange(1, len(h.get("loss", [])) + 1), h.get("loss", []), "o-")
+        ax1.set(xlabel="epoch", ylabel="training loss")
+        for key in ("acc", "nmi", "ari"):
+            if key in h:
+                ax2.plot(np.arange(1, len(h[key]) + 1), h[key], "o-", label=key)
+        ax2.set(xlabel="epoch", ylabel="metric")
+        if any(k in h for k in ("acc", "nmi", "ari")):
+            ax2.legend()
+        fig.tight_layout()
+        paths.append(outdir / "curves.png")
+        fig.savefig(paths[-1], dpi=80)
+        return paths

@@ -1,0 +1,145 @@
+"""Aggregation: tidy records → long table → paper-style tables (Markdown, LaTeX, CSV).
+
+A *record* is one evaluated clustering: ``dataset, model, init, stage, seed`` plus metrics
+(``nmi, ari, acc``, ``params``) and the MLflow ``run_id`` / file it came from, so every number in
+a table can be traced back to its run. A paper-style table has one column per method (model,
+initialisation and stage INIT/TRAIN), the metrics as rows, cells ``mean ± std (n)`` over seeds,
+the best mean of each metric in bold; published values can sit beside them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .utils import atomic_path
+
+METRICS = ("nmi", "ari", "acc")
+ROWS = (*METRICS, "params")
+KEYS = ["dataset", "model", "init", "stage"]
+
+
+def method_label(model: str, init: str, stage: str) -> str:
+    """Column name of a method in the tables, e.g. ``mixmate (kmeans) TRAIN``."""
+    if model == "init":
+        return f"init: {init}"
+    base = model if init == "none" else f"{model} ({init})"
+    return f"{base} {stage.upper()}"
+
+
+def long_table(records: list[dict]) -> pd.DataFrame:
+    """One row per (run, stage), sorted; the ``method`` column is the table's column label."""
+    df = pd.DataFrame.from_records(records)
+    if df.empty:
+        raise ValueError("no evaluation records to aggregate")
+    missing = set(KEYS + ["seed", *METRICS]) - set(df.columns)
+    if missing:
+        raise ValueError(f"records lack column(s) {sorted(missing)}")
+    df["method"] = [method_label(m, i, s) for m, i, s in zip(df.model, df.init, df.stage)]
+    return df.sort_values(KEYS + ["seed"], kind="stable").reset_index(drop=True)
+
+
+def summarise(long: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std (ddof=1; NaN for one seed) and n per dataset, method and metric (tidy)."""
+    cols = [c for c in ROWS if c in long.columns]
+    m = long.melt(id_vars=["dataset", "method"], value_vars=cols, var_name="metric").dropna(
+        subset=["value"]
+    )
+    g = m.groupby(["dataset", "method", "metric"], sort=False)["value"]
+    out = g.agg(mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 1 else np.nan, n="count")
+    return out.reset_index()
+
+
+def _fmt(mean: float, std: float, n, metric: str) -> str:
+    if metric == "params":
+        return f"{int(round(mean)):,}"
+    s = f"{mean:.3f}"
+    if std is not None and not (isinstance(std, float) and math.isnan(std)):
+        s += f" ± {std:.3f}"
+    if n is not None and not (isinstance(n, float) and math.isnan(n)):
+        s += f" (n={int(n)})"
+    return s
+
+
+def paper_table(summary: pd.DataFrame, dataset: str, published: pd.DataFrame | None = None):
+    """Return ``(cells, best)``: a DataFrame of formatted strings (metrics × methods) and a
+    boolean frame marking the best mean of each metric row (params are never marked)."""
+    s = summary[summary.dataset == dataset]
+    if published is not None and not published.empty:
+        s = pd.concat([s, published], ignore_index=True)
+    methods = list(dict.fromkeys(s.method))
+    rows = [r for r in ROWS if r in set(s.metric)]
+    cells = pd.DataFrame("", index=rows, columns=methods)
+    means = pd.DataFrame(np.nan, index=rows, columns=methods)
+    for r in s.itertuples():
+        cells.loc[r.metric, r.method] = _fmt(r.mean, r.std, r.n, r.metric)
+        means.loc[r.metric, r.method] = r.mean
+    best = pd.DataFrame(False, index=rows, columns=methods)
+    for metric in rows:
+        if metric != "params" and means.loc[metric].notna().any():
+            best.loc[metric] = means.loc[metric] == means.loc[metric].max()
+    cells.index.name = "metric"
+    return cells, best
+
+
+def published_for(reference_csv: str | Path | None, name: str | None) -> pd.DataFrame | None:
+    """Published values of ``name`` (a dataset name in the reference CSV) in summary form."""
+    if not reference_csv or not name or not Path(reference_csv).exists():
+        return None
+    ref = pd.read_csv(reference_csv)
+    ref = ref[(ref.dataset == name) & ref.metric.isin(ROWS)]
+    if ref.empty:
+        return None
+    stage = ref["stage"].fillna("").str.upper()
+    method = ref["method"] + np.where(stage != "", " " + stage, "") + " [published]"
+    return pd.DataFrame(
+        {"method": method, "metric": ref.metric, "mean": ref["mean"], "std": ref["std"], "n": None}
+    )
+
+
+def to_markdown(cells: pd.DataFrame, best: pd.DataFrame, title: str = "") -> str:
+    bold = cells.where(~best, "**" + cells + "**")
+    lines = [f"### {title}", ""] if title else []
+    lines.append("| metric | " + " | ".join(bold.columns) + " |")
+    lines.append("|---|" + "---|" * len(bold.columns))
+    for metric, row in bold.iterrows():
+        lines.append(f"| {metric.upper()} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _tex(s: str) -> str:
+    for a, b in [("\\", r"\textbackslash{}"), ("_", r"\_"), ("&", r"\&"), ("%", r"\%"),
+                 ("#", r"\#"), ("±", r"$\pm$")]:
+        s = s.replace(a, b)
+    return s
+
+
+def to_latex(cells: pd.DataFrame, best: pd.DataFrame, caption: str = "") -> str:
+    """A booktabs table; best means in ``\\textbf``."""
+    cols = list(cells.columns)
+    out = [r"\begin{table}[t]", r"\centering", rf"\begin{{tabular}}{{l{'c' * len(cols)}}}",
+           r"\toprule", " & ".join(["Metric", *(_tex(c) for c in cols)]) + r" \\", r"\midrule"]
+    for metric, row in cells.iterrows():
+        vals = [rf"\textbf{{{_tex(v)}}}" if best.loc[metric, c] else _tex(v) for c, v in row.items()]
+        out.append(" & ".join([metric.upper(), *vals]) + r" \\")
+    out += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        out.append(rf"\caption{{{_tex(caption)}}}")
+    out.append(r"\end{table}")
+    return "\n".join(out) + "\n"
+
+
+def write_tables(cells, best, stem: str | Path, title: str) -> list[Path]:
+    """Write ``stem.md``, ``stem.tex`` and ``stem.csv`` atomically; return their paths."""
+    stem = Path(stem)
+    paths = []
+    for ext, text in [(".md", to_markdown(cells, best, title)), (".tex", to_latex(cells, best, title)),
+                      (".csv", cells.to_csv())]:
+        p = stem.with_suffix(ext)
+        with atomic_path(p) as tmp:
+            tmp.write_text(text)
+        paths.append(p)
+    return paths

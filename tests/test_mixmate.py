@@ -1,0 +1,295 @@
+"""Unit tests of MixMate (mixlib/models/mixmate.py): FISTA against scikit-learn's Lasso and a
+numpy reference, Gram path against direct path, masking, the mnist5k oracle, the estimator
+contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.linear_model import Lasso
+
+from mixlib.metrics import clustering_accuracy
+from mixlib.models import build_model
+from mixlib.models.mixmate import (
+    MixMate,
+    dictionaries_from_labels,
+    encode,
+    energy_direct,
+    energy_gram,
+    erase_masks,
+    fista_direct,
+    fista_gram,
+    mixture_loss,
+    spectral_steps,
+)
+
+f64 = torch.float64
+
+
+def _problem(K=3, B=5, M=30, N=12, seed=0):
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((K, M, N))
+    A /= np.linalg.norm(A, axis=1, keepdims=True)
+    Y = rng.standard_normal((B, M))
+    return torch.tensor(A, dtype=f64), torch.tensor(Y, dtype=f64)
+
+
+def _fista_numpy(y, A, lam, step, T):
+    """Independent reference: textbook FISTA on one sample and one dictionary."""
+    x_old = np.zeros(A.shape[1])
+    z, t = x_old.copy(), 1.0
+    for _ in range(T):
+        g = A.T @ (A @ z - y)
+        u = z - step * g
+        x = np.sign(u) * np.maximum(np.abs(u) - lam * step, 0.0)
+        t_new = (1 + np.sqrt(1 + 4 * t * t)) / 2
+        z = x + (t - 1) / t_new * (x - x_old)
+        x_old, t = x, t_new
+    return x
+
+
+def _lasso_half(y, A, x, lam):
+    return float(0.5 * ((y - A @ x) ** 2).sum() + lam * np.abs(x).sum())
+
+
+def _objective(y, A, x, lam):
+    """The energy E = ||y - Ax||^2 + lam ||x||_1 (the reference code's, no 1/2)."""
+    return float(((y - A @ x) ** 2).sum() + lam * np.abs(x).sum())
+
+
+@pytest.mark.parametrize("path", ["gram", "direct"])
+def test_fista_reaches_lasso_optimum(path):
+    """The encoder (gradient A^T(Ax - y), threshold lam*step, as in the reference code) solves
+    min_x 1/2 ||y - Ax||^2 + lam ||x||_1; sklearn's Lasso minimises
+    1/(2M) ||y - Aw||^2 + alpha ||w||_1, the same problem divided by M when alpha = lam / M."""
+    A, Y = _problem(K=2, B=3, M=20, N=30, seed=1)
+    lam = 0.5
+    step = float(1.0 / torch.linalg.matrix_norm(A, ord=2).max() ** 2)
+    if path == "gram":
+        X = fista_gram(A.transpose(1, 2) @ A, torch.einsum("bm,kmn->kbn", Y, A), lam, step, 2000)
+    else:
+        X = fista_direct(Y, A, lam, step, 2000)
+    M = A.shape[1]
+    for k in range(A.shape[0]):
+        for b in range(Y.shape[0]):
+            a, y = A[k].numpy(), Y[b].numpy()
+            sk = Lasso(alpha=lam / M, fit_intercept=False, tol=1e-12, max_iter=100_000)
+            w = sk.fit(a, y).coef_
+            ours = _lasso_half(y, a, X[k, b].numpy(), lam)
+            assert abs(ours - _lasso_half(y, a, w, lam)) < 1e-4
+            assert (np.abs(X[k, b].numpy()) > 0).sum() < 30  # a sparse solution, not least squares
+
+
+def test_batched_energies_equal_loop_over_dictionaries():
+    A, Y = _problem()
+    lam, step, T = 0.3, 0.05, 15
+    for fast in (True, False):
+        X, E = encode(Y, A, lam, step, T, fast=fast)
+        for k in range(A.shape[0]):
+            for b in range(Y.shape[0]):
+                x = _fista_numpy(Y[b].numpy(), A[k].numpy(), lam, step, T)
+                np.testing.assert_allclose(X[k, b].numpy(), x, atol=1e-10)
+                e = _objective(Y[b].numpy(), A[k].numpy(), x, lam)
+                assert abs(float(E[k, b]) - e) < 1e-9
+
+
+def test_fast_path_equals_direct_path_codes_energies_gradients():
+    A0, Y = _problem(K=4, B=7, M=40, N=15, seed=3)
+    out = {}
+    for fast in (True, False):
+        A = A0.clone().requires_grad_(True)
+        b = torch.tensor([0.1, -0.2, 0.0, 0.3], dtype=f64, requires_grad=True)
+        X, E = encode(Y, A, 0.4, 0.05, 15, fast=fast)
+        loss, _ = mixture_loss(E, b, beta=0.5, n_features=40)
+        loss.backward()
+        out[fast] = (X.detach(), E.detach(), A.grad, b.grad)
+    for u, v in zip(out[True], out[False], strict=True):
+        torch.testing.assert_close(u, v, rtol=1e-9, atol=1e-10)
+    # code-space energy of arbitrary codes equals the data-space one
+    X = torch.randn(4, 7, 15, dtype=f64)
+    G, Aty = A0.transpose(1, 2) @ A0, torch.einsum("bm,kmn->kbn", Y, A0)
+    torch.testing.assert_close(
+        energy_gram(X, G, Aty, (Y * Y).sum(-1), 0.4), energy_direct(X, Y, A0, 0.4)
+    )
+
+
+def test_masked_fista_equals_fista_on_observed_rows():
+    A, Y = _problem(K=3, B=6, M=30, N=10, seed=4)
+    rng = np.random.default_rng(0)
+    mask = torch.tensor(rng.random((6, 30)) > 0.3)
+    mask[0] = True  # a complete row: a mixed batch for the fast path
+    Ymiss = Y.clone()
+    Ymiss[~mask] = 123.0  # garbage where missing must not matter
+    lam, step, T = 0.3, 0.05, 20
+    X, E = encode(Ymiss, A, lam, step, T, mask=mask, fast=True)
+    X2, E2 = encode(Ymiss, A, lam, step, T, mask=mask, fast=False)
+    torch.testing.assert_close(X, X2)
+    torch.testing.assert_close(E, E2)
+    for b in range(6):
+        obs = mask[b]
+        Xo, Eo = encode(Y[b : b + 1, obs], A[:, obs, :], lam, step, T, fast=False)
+        torch.testing.assert_close(X[:, b], Xo[:, 0])
+        torch.testing.assert_close(E[:, b], Eo[:, 0])
+
+
+def test_spectral_steps():
+    A, _ = _problem()
+    s = spectral_steps(A.transpose(1, 2) @ A).numpy()
+    ref = [1 / np.linalg.norm(a, 2) ** 2 for a in A.numpy()]
+    np.testing.assert_allclose(s, ref, rtol=1e-10)
+
+
+def test_erase_masks():
+    m = erase_masks(1000, 100, 0.3, 0.25, np.random.default_rng(0))
+    hit = ~m.all(1)
+    assert 0.25 < hit.mean() < 0.35
+    assert ((~m[hit]).sum(1) == 25).all()
+    assert erase_masks(10, 5, 0.0, 0.5, np.random.default_rng(0)) is None
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    from mixlib.data import prepare
+
+    d = prepare("mnist5k", {"source": "mnist5k", "preprocess": {"scale": "minmax"}})
+    return d.X, np.asarray(d.y)
+
+
+def test_oracle_dictionaries_cluster_mnist5k(mnist):
+    X, y = mnist
+    m = MixMate(n_epochs=0, random_state=0, device="cpu").fit(X, init_labels=y.astype(np.int64))
+    acc = clustering_accuracy(y, m.init_labels_)
+    assert acc >= 0.85, acc
+    np.testing.assert_array_equal(m.labels_, m.init_labels_)  # no training: same model
+
+
+def test_short_training_lowers_loss_and_logs_history(mnist):
+    X, y = mnist[0][:768], mnist[1][:768]
+    m = MixMate(n_epochs=2, random_state=0, device="cpu")
+    m.fit(X, y=y, init_labels=y.astype(np.int64))
+    assert m.loss_ < m.init_loss_
+    assert set(m.history_) == {"loss", "acc", "nmi", "ari"}
+    assert all(len(v) == 2 for v in m.history_.values())
+    np.testing.assert_allclose(np.linalg.norm(m.dictionaries_, axis=1), 1.0, rtol=1e-5)
+
+
+def test_same_seed_same_labels_and_fit_predict(mnist):
+    X = mnist[0][:600]
+    kw = dict(n_clusters=4, n_atoms=8, n_layers=5, n_epochs=1, batch_size=100, n_init=1)
+    a = MixMate(random_state=3, **kw).fit(X)
+    b = MixMate(random_state=3, **kw).fit(X)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    np.testing.assert_array_equal(a.dictionaries_, b.dictionaries_)
+    np.testing.assert_array_equal(a.labels_, a.predict(X))
+    np.testing.assert_array_equal(MixMate(random_state=3, **kw).fit_predict(X), a.labels_)
+
+
+def test_erasure_fast_equals_direct(mnist):
+    X, y = mnist[0][:256], mnist[1][:256]
+    lab = np.where(y < 3, y, -1)
+    kw = dict(n_clusters=3, n_atoms=6, n_layers=8, n_epochs=1, batch_size=64)
+    kw.update(erase_prob=0.5, erase_frac=0.3)
+    a = MixMate(random_state=0, **kw).fit(X, init_labels=lab)
+    b = MixMate(random_state=0, fast=False, **kw).fit(X, init_labels=lab)
+    assert a.mask_.shape == X.shape and 0.35 < (~a.mask_.all(1)).mean() < 0.65
+    np.testing.assert_array_equal(a.mask_, b.mask_)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    np.testing.assert_allclose(a.dictionaries_, b.dictionaries_, atol=1e-4)
+    np.testing.assert_array_equal(a.labels_, a.predict(X, mask=a.mask_))
+
+
+def test_small_and_empty_clusters_do_not_crash():
+    rng = np.random.default_rng(0)
+    X = rng.random((60, 20)).astype(np.float32)
+    X[5] = 0.7  # a constant point centres to zero
+    lab = np.full(60, -1)
+    lab[:50] = 0
+    lab[50:53] = 1  # 3 members < n_atoms; cluster 2 has none
+    lab[5] = 1
+    m = MixMate(n_clusters=3, n_atoms=10, n_epochs=1, batch_size=16, random_state=0)
+    m.fit(X, init_labels=lab)
+    assert np.isfinite(m.dictionaries_).all()
+    np.testing.assert_allclose(np.linalg.norm(m.dictionaries_, axis=1), 1.0, rtol=1e-5)
+    D = dictionaries_from_labels(X, lab, 3, 10, np.random.default_rng(0))
+    assert np.linalg.matrix_rank(D[1]) == 10  # noisy copies keep the atoms distinct
+
+
+@pytest.mark.parametrize(
+    "param,value",
+    [
+        ("n_clusters", 0),
+        ("n_atoms", 2.5),
+        ("n_layers", 0),
+        ("lam", -1.0),
+        ("step", 0.0),
+        ("step_rule", "bogus"),
+        ("freeze_bias", "yes"),
+        ("beta", -0.1),
+        ("lr", 0),
+        ("batch_size", 0),
+        ("n_epochs", -1),
+        ("erase_prob", 1.5),
+        ("erase_frac", 1.0),
+        ("eval_batch_size", 0),
+        ("dtype", "float16"),
+        ("fast", None),
+        ("random_state", 1.5),
+    ],
+)
+def test_bad_params_name_the_parameter(param, value):
+    X = np.random.default_rng(0).random((20, 5))
+    with pytest.raises(ValueError, match=param):
+        MixMate(**{"n_clusters": 2, "n_atoms": 3, param: value}).fit(X)
+
+
+def test_bad_inputs():
+    X = np.random.default_rng(0).random((20, 5))
+    m = MixMate(n_clusters=2, n_atoms=3, n_epochs=0)
+    with pytest.raises(ValueError, match="init_labels"):
+        m.fit(X, init_labels=np.zeros(3, dtype=int))
+    with pytest.raises(ValueError, match="mask"):
+        m.fit(X, mask=np.ones((20, 4), dtype=bool))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        m.predict(X)
+
+
+def test_n_parameters_get_params_clone_registry():
+    X = np.random.default_rng(0).random((12, 784)).astype(np.float32)
+    lab = np.arange(12) % 10
+    m = MixMate(n_epochs=0, random_state=0).fit(X, init_labels=lab)
+    assert m.n_parameters() == 392_000
+    m2 = MixMate(n_epochs=0, freeze_bias=False, random_state=0).fit(X, init_labels=lab)
+    assert m2.n_parameters() == 392_010
+    c = clone(MixMate(lam=0.5, step_rule="spectral"))
+    assert c.get_params()["lam"] == 0.5 and c.get_params()["step_rule"] == "spectral"
+    assert not hasattr(c, "dictionaries_")
+    assert isinstance(build_model("mixmate", n_clusters=3, random_state=1), MixMate)
+
+
+def test_spectral_rule_and_trainable_bias_run(mnist):
+    X = mnist[0][:300]
+    m = MixMate(
+        n_clusters=3,
+        n_atoms=6,
+        n_epochs=1,
+        batch_size=64,
+        step_rule="spectral",
+        freeze_bias=False,
+        beta=0.1,
+        n_init=1,
+        random_state=0,
+    ).fit(X)
+    assert np.isfinite(m.bias_).all() and np.abs(m.bias_).sum() > 0
+    assert m.predict_proba(X).shape == (300, 3)
+    np.testing.assert_allclose(m.predict_proba(X).sum(1), 1.0, rtol=1e-5)
+
+
+def test_save_artifacts(tmp_path, mnist):
+    X = mnist[0][:200]
+    m = MixMate(n_clusters=2, n_atoms=4, n_epochs=1, batch_size=64, n_init=1, random_state=0)
+    m.fit(X, y=mnist[1][:200])
+    paths = m.save_artifacts(X, tmp_path / "img", image_shape=(28, 28))
+    paths += m.save_artifacts(X, tmp_path / "flat")
+    assert len(paths) == 6 and all(p.exists() and p.stat().st_size > 0 for p in paths)

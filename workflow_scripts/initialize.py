@@ -1,0 +1,13 @@
+from mixlib.pipeline import initialize, run_job
+
+run_job(
+    snakemake,
+    initialize,
+    data_path=snakemake.input.data,
+    dataset=snakemake.wildcards.dataset,
+    init=snakemake.wildcards.init,
+    spec=snakemake.params.spec,
+    seed=int(snakemake.wildcards.seed),
+    out_labels=snakemake.output.labels,
+    out_record=snakemake.output.record,
+)

@@ -1,0 +1,15 @@
+from mixlib.pipeline import run_job, train_model
+
+run_job(
+    snakemake,
+    train_model,
+    torch_threads=True,
+    data_path=snakemake.input.data,
+    init_path=snakemake.input.get("init"),
+    kind=snakemake.params.kind,
+    params=snakemake.params.hyper,
+    seed=int(snakemake.wildcards.seed),
+    out_labels=snakemake.output.labels,
+    out_info=snakemake.output.info,
+    artifact_dir=snakemake.output.figures,
+)
