@@ -28,8 +28,11 @@ def check_config(config: dict) -> None:
             cls = get_model_class(m["kind"])
         except KeyError as e:
             raise ConfigError(f"{key}.kind: {e.args[0]}") from None
-        accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "n_clusters",
-                                                                      "random_state"}
+        accepted = set(inspect.signature(cls.__init__).parameters) - {
+            "self",
+            "n_clusters",
+            "random_state",
+        }
         unknown = sorted(set(m.get("params", {})) - accepted)
         if unknown:
             raise ConfigError(

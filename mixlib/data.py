@@ -55,8 +55,8 @@ def content_checksum(X: np.ndarray, y: np.ndarray) -> str:
 
 # sha256 of the raw content; a different library version shipping other data fails loudly
 EMBEDDED_CHECKSUMS = {
-    "digits": None,  # filled below, see _check_embedded
-    "mnist5k": None,
+    "digits": "0b3e4ee14f82503950f2fd8375b2e78056c1dd5ef2cb04e4cd0cc4827c0e6bb6",
+    "mnist5k": "296922f92e941b689786327e610ac3c18c60cb84db0c417b6e7f4a56ddbf7dca",
 }
 
 
@@ -74,8 +74,7 @@ def _load_mnist5k():
     return X.astype(np.float64), y.astype(np.int64), (28, 28)
 
 
-def _make_synthetic(n_samples=1000, n_features=2, n_components=5, separation=5.0, std=1.0,
-                    seed=0):
+def _make_synthetic(n_samples=1000, n_features=2, n_components=5, separation=5.0, std=1.0, seed=0):
     """Isotropic Gaussian mixture with equal weights; means drawn uniformly in a box whose side
     grows with ``separation`` (in units of ``std``)."""
     rng = np.random.default_rng(seed)
@@ -191,7 +190,7 @@ def prepare(name: str, spec: dict) -> Dataset:
     """Load, validate and preprocess the dataset described by ``spec`` (a config entry)."""
     X, y, shape = load_source(spec)
     raw_sum = content_checksum(X, y)
-    expected = spec.get("checksum")
+    expected = spec.get("checksum") or EMBEDDED_CHECKSUMS.get(spec["source"])
     if expected and expected != raw_sum:
         raise DatasetError(
             f"dataset {name!r}: content checksum {raw_sum} differs from the expected {expected}"
@@ -220,8 +219,13 @@ def prepare(name: str, spec: dict) -> Dataset:
 def save_prepared(ds: Dataset, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, X=ds.X, y=ds.y, image_shape=np.asarray(ds.image_shape, dtype=np.int64),
-                     meta=np.asarray(json.dumps(ds.meta)))
+            np.savez(
+                f,
+                X=ds.X,
+                y=ds.y,
+                image_shape=np.asarray(ds.image_shape, dtype=np.int64),
+                meta=np.asarray(json.dumps(ds.meta)),
+            )
 
 
 def load_prepared(path: str | Path) -> Dataset:

@@ -64,9 +64,13 @@ def run_job(smk, stage, *, torch_threads: bool = False, **kwargs):
     wildcards = {k: v for k, v in smk.wildcards.items()}
     log_path = smk.log[0] if len(smk.log) else None
     with _logging_to(log_path), threadpool_limits(limits=threads):
-        with tracking.job_run(enabled=cfg.get("enabled", True), uri=cfg.get("uri"),
-                              experiment=cfg.get("experiment", "mixlib"), rule=smk.rule,
-                              wildcards=wildcards) as tracker:
+        with tracking.job_run(
+            enabled=cfg.get("enabled", True),
+            uri=cfg.get("uri"),
+            experiment=cfg.get("experiment", "mixlib"),
+            rule=smk.rule,
+            wildcards=wildcards,
+        ) as tracker:
             tracker.log_params({"wildcards": wildcards, "threads": threads})
             t0 = time.perf_counter()
             out = stage(tracker=tracker, **kwargs)
@@ -78,8 +82,9 @@ def run_job(smk, stage, *, torch_threads: bool = False, **kwargs):
 # --- stages ---------------------------------------------------------------------------------
 
 
-def prepare_dataset(*, name: str, spec: dict, out_data: str, out_meta: str,
-                    tracker=tracking.Tracker()):
+def prepare_dataset(
+    *, name: str, spec: dict, out_data: str, out_meta: str, tracker=tracking.NULL_TRACKER
+):
     """Load, validate, preprocess; write the prepared ``.npz`` and its metadata JSON."""
     ds = datalib.prepare(name, spec)
     datalib.save_prepared(ds, out_data)
@@ -87,12 +92,27 @@ def prepare_dataset(*, name: str, spec: dict, out_data: str, out_meta: str,
     tracker.log_params({"dataset": ds.meta})
     tracker.log_metrics({"n": ds.meta["n"], "d": ds.meta["d"], "n_classes": ds.meta["n_classes"]})
     tracker.log_artifact(out_meta)
-    log.info("%s: n=%d d=%d classes=%d checksum=%s", name, ds.meta["n"], ds.meta["d"],
-             ds.meta["n_classes"], ds.meta["checksum"][:16])
+    log.info(
+        "%s: n=%d d=%d classes=%d checksum=%s",
+        name,
+        ds.meta["n"],
+        ds.meta["d"],
+        ds.meta["n_classes"],
+        ds.meta["checksum"][:16],
+    )
 
 
-def initialize(*, data_path: str, dataset: str, init: str, spec: dict, seed: int,
-               out_labels: str, out_record: str, tracker=tracking.Tracker()):
+def initialize(
+    *,
+    data_path: str,
+    dataset: str,
+    init: str,
+    spec: dict,
+    seed: int,
+    out_labels: str,
+    out_record: str,
+    tracker=tracking.NULL_TRACKER,
+):
     """Run an initialisation method; write its labels (-1 = unseen) and its metrics record."""
     ds = datalib.load_prepared(data_path)
     spec = dict(spec)
@@ -103,9 +123,19 @@ def initialize(*, data_path: str, dataset: str, init: str, spec: dict, seed: int
     save_npy(out_labels, labels)
     seen = labels >= 0
     m = metriclib.cluster_metrics(ds.y[seen], labels[seen])
-    record = dict(dataset=dataset, model="init", init=init, stage="init", seed=seed,
-                  params=np.nan, n=int(seen.sum()), seconds=seconds, run_id=tracker.run_id,
-                  method=method, **m)
+    record = dict(
+        dataset=dataset,
+        model="init",
+        init=init,
+        stage="init",
+        seed=seed,
+        params=np.nan,
+        n=int(seen.sum()),
+        seconds=seconds,
+        run_id=tracker.run_id,
+        method=method,
+        **m,
+    )
     write_json(out_record, [record])
     tracker.log_params({"method": method, "seed": seed, **spec})
     tracker.log_metrics({**m, "seconds": seconds, "n_labelled": info["n_labelled"]})
@@ -113,9 +143,18 @@ def initialize(*, data_path: str, dataset: str, init: str, spec: dict, seed: int
     log.info("init %s on %s seed %d: %s", init, dataset, seed, m)
 
 
-def train_model(*, data_path: str, init_path: str | None, kind: str, params: dict, seed: int,
-                out_labels: str, out_info: str, artifact_dir: str | None = None,
-                tracker=tracking.Tracker()):
+def train_model(
+    *,
+    data_path: str,
+    init_path: str | None,
+    kind: str,
+    params: dict,
+    seed: int,
+    out_labels: str,
+    out_info: str,
+    artifact_dir: str | None = None,
+    tracker=tracking.NULL_TRACKER,
+):
     """Fit model ``kind`` (from the registry) from an initial assignment; write its labels
     (``labels``, and ``init_labels`` for the untrained model where it has them) and an info JSON
     (parameter count, curves, timings)."""
@@ -136,9 +175,15 @@ def train_model(*, data_path: str, init_path: str | None, kind: str, params: dic
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
     history = {k: [float(v) for v in vals] for k, vals in getattr(model, "history_", {}).items()}
-    info = {"kind": kind, "seed": seed, "params": model.get_params(),
-            "n_parameters": int(model.n_parameters()), "fit_seconds": seconds,
-            "history": history, "run_id": tracker.run_id}
+    info = {
+        "kind": kind,
+        "seed": seed,
+        "params": model.get_params(),
+        "n_parameters": int(model.n_parameters()),
+        "fit_seconds": seconds,
+        "history": history,
+        "run_id": tracker.run_id,
+    }
     write_json(out_info, info)
     tracker.log_metrics({"fit_seconds": seconds, "n_parameters": info["n_parameters"]})
     tracker.log_history(history)
@@ -155,30 +200,68 @@ def train_model(*, data_path: str, init_path: str | None, kind: str, params: dic
     log.info("%s seed %d fitted in %.1f s", kind, seed, seconds)
 
 
-def evaluate(*, data_path: str, labels_path: str, info_path: str, dataset: str, model: str,
-             init: str, seed: int, out_record: str, tracker=tracking.Tracker()):
+def evaluate(
+    *,
+    data_path: str,
+    labels_path: str,
+    info_path: str,
+    dataset: str,
+    model: str,
+    init: str,
+    seed: int,
+    out_record: str,
+    tracker=tracking.NULL_TRACKER,
+):
     """Score a trained model's labels (TRAIN) and, where present, its untrained labels (INIT)."""
     ds = datalib.load_prepared(data_path)
     info = read_json(info_path)
     records = []
     with np.load(labels_path) as f:
-        stages = [("train", f["labels"])] + ([("init", f["init_labels"])]
-                                             if "init_labels" in f.files else [])
+        stages = [("train", f["labels"])] + (
+            [("init", f["init_labels"])] if "init_labels" in f.files else []
+        )
         for stage, lab in stages:
             m = metriclib.cluster_metrics(ds.y, lab)
-            records.append(dict(dataset=dataset, model=model, init=init, stage=stage, seed=seed,
-                                params=info["n_parameters"], n=int(lab.size), kind=info["kind"],
-                                seconds=info["fit_seconds"], run_id=info["run_id"], **m))
+            records.append(
+                dict(
+                    dataset=dataset,
+                    model=model,
+                    init=init,
+                    stage=stage,
+                    seed=seed,
+                    params=info["n_parameters"],
+                    n=int(lab.size),
+                    kind=info["kind"],
+                    seconds=info["fit_seconds"],
+                    run_id=info["run_id"],
+                    **m,
+                )
+            )
             tracker.log_metrics({f"{stage}_{k}": v for k, v in m.items()})
     write_json(out_record, records)
-    tracker.log_params({"dataset": dataset, "model": model, "init": init, "seed": seed,
-                        "train_run_id": info["run_id"]})
+    tracker.log_params(
+        {
+            "dataset": dataset,
+            "model": model,
+            "init": init,
+            "seed": seed,
+            "train_run_id": info["run_id"],
+        }
+    )
     log.info("%s", records)
 
 
-def aggregate(*, records: list[str], datasets: dict, out_long: str, out_summary: str,
-              table_dir: str, figure_dir: str, reference_csv: str | None = None,
-              tracker=tracking.Tracker()):
+def aggregate(
+    *,
+    records: list[str],
+    datasets: dict,
+    out_long: str,
+    out_summary: str,
+    table_dir: str,
+    figure_dir: str,
+    reference_csv: str | None = None,
+    tracker=tracking.NULL_TRACKER,
+):
     """Concatenate every record into the long CSV, then a paper-style table (md/tex/csv) and a
     figure per dataset."""
     recs = [dict(r, source=str(p)) for p in records for r in read_json(p)]
@@ -197,6 +280,3 @@ def aggregate(*, records: list[str], datasets: dict, out_long: str, out_summary:
         fig = plots.metrics_by_method(long, name, Path(figure_dir) / f"{name}_metrics.png")
         tracker.log_artifact(fig, "figures")
     tracker.log_metrics({"n_records": len(long)})
-
-
-

@@ -23,19 +23,37 @@ def savefig(fig, path: str | Path) -> Path:
     return path
 
 
-def metrics_by_method(long: pd.DataFrame, dataset: str, path: str | Path,
-                      metrics=("nmi", "ari", "acc")) -> Path:
+def metrics_by_method(
+    long: pd.DataFrame, dataset: str, path: str | Path, metrics=("nmi", "ari", "acc")
+) -> Path:
     """Bar chart of each metric by method (mean over seeds, sd error bars, seeds as dots)."""
     df = long[long.dataset == dataset].melt(
         id_vars=["method", "seed"], value_vars=list(metrics), var_name="metric", value_name="score"
     )
     order = list(dict.fromkeys(df.method))
-    g = sns.catplot(data=df, x="score", y="method", col="metric", kind="bar", errorbar="sd",
-                    order=order, height=0.45 * len(order) + 1.5, aspect=1.0, sharex=True,
-                    color="#8fb3d9")
+    g = sns.catplot(
+        data=df,
+        x="score",
+        y="method",
+        col="metric",
+        kind="bar",
+        errorbar="sd",
+        order=order,
+        height=0.45 * len(order) + 1.5,
+        aspect=1.0,
+        sharex=True,
+        color="#8fb3d9",
+    )
     for ax, metric in zip(g.axes.flat, metrics):
-        sns.stripplot(data=df[df.metric == metric], x="score", y="method", order=order, ax=ax,
-                      color="k", size=3)
+        sns.stripplot(
+            data=df[df.metric == metric],
+            x="score",
+            y="method",
+            order=order,
+            ax=ax,
+            color="k",
+            size=3,
+        )
         ax.set_xlim(0, 1)
         ax.set_title(metric.upper())
         ax.set_xlabel("")

@@ -111,8 +111,14 @@ def to_markdown(cells: pd.DataFrame, best: pd.DataFrame, title: str = "") -> str
 
 
 def _tex(s: str) -> str:
-    for a, b in [("\\", r"\textbackslash{}"), ("_", r"\_"), ("&", r"\&"), ("%", r"\%"),
-                 ("#", r"\#"), ("±", r"$\pm$")]:
+    for a, b in [
+        ("\\", r"\textbackslash{}"),
+        ("_", r"\_"),
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("#", r"\#"),
+        ("±", r"$\pm$"),
+    ]:
         s = s.replace(a, b)
     return s
 
@@ -120,10 +126,18 @@ def _tex(s: str) -> str:
 def to_latex(cells: pd.DataFrame, best: pd.DataFrame, caption: str = "") -> str:
     """A booktabs table; best means in ``\\textbf``."""
     cols = list(cells.columns)
-    out = [r"\begin{table}[t]", r"\centering", rf"\begin{{tabular}}{{l{'c' * len(cols)}}}",
-           r"\toprule", " & ".join(["Metric", *(_tex(c) for c in cols)]) + r" \\", r"\midrule"]
+    out = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\begin{{tabular}}{{l{'c' * len(cols)}}}",
+        r"\toprule",
+        " & ".join(["Metric", *(_tex(c) for c in cols)]) + r" \\",
+        r"\midrule",
+    ]
     for metric, row in cells.iterrows():
-        vals = [rf"\textbf{{{_tex(v)}}}" if best.loc[metric, c] else _tex(v) for c, v in row.items()]
+        vals = [
+            rf"\textbf{{{_tex(v)}}}" if best.loc[metric, c] else _tex(v) for c, v in row.items()
+        ]
         out.append(" & ".join([metric.upper(), *vals]) + r" \\")
     out += [r"\bottomrule", r"\end{tabular}"]
     if caption:
@@ -136,8 +150,11 @@ def write_tables(cells, best, stem: str | Path, title: str) -> list[Path]:
     """Write ``stem.md``, ``stem.tex`` and ``stem.csv`` atomically; return their paths."""
     stem = Path(stem)
     paths = []
-    for ext, text in [(".md", to_markdown(cells, best, title)), (".tex", to_latex(cells, best, title)),
-                      (".csv", cells.to_csv())]:
+    for ext, text in [
+        (".md", to_markdown(cells, best, title)),
+        (".tex", to_latex(cells, best, title)),
+        (".csv", cells.to_csv()),
+    ]:
         p = stem.with_suffix(ext)
         with atomic_path(p) as tmp:
             tmp.write_text(text)

@@ -33,7 +33,7 @@ def resolve_uri(uri: str | None, root: str | Path) -> str:
 
 def _artifact_root(uri: str) -> str | None:
     if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///"):]).parent / "artifacts").as_uri()
+        return (Path(uri[len("sqlite:///") :]).parent / "artifacts").as_uri()
     return None  # a server decides where artifacts go
 
 
@@ -43,7 +43,7 @@ def init_store(uri: str, experiment: str) -> str:
     import mlflow
 
     if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(experiment)
@@ -59,9 +59,15 @@ def start_invocation(uri: str, experiment: str, description: str = "") -> tuple[
     exp_id = init_store(uri, experiment)
     inv = os.environ.get(INVOCATION_ENV) or uuid.uuid4().hex[:12]
     client = mlflow.MlflowClient(uri)
-    run = client.create_run(exp_id, run_name=f"workflow {inv}",
-                            tags={"mixlib.invocation": inv, "mixlib.rule": "workflow",
-                                  "mlflow.note.content": description})
+    run = client.create_run(
+        exp_id,
+        run_name=f"workflow {inv}",
+        tags={
+            "mixlib.invocation": inv,
+            "mixlib.rule": "workflow",
+            "mlflow.note.content": description,
+        },
+    )
     os.environ[INVOCATION_ENV] = inv
     os.environ[PARENT_ENV] = run.info.run_id
     os.environ[URI_ENV] = uri
@@ -85,6 +91,9 @@ class Tracker:
     def log_metrics(self, metrics: dict, step: int | None = None) -> None: ...
     def log_history(self, history: dict) -> None: ...
     def log_artifact(self, path: str | Path, subdir: str | None = None) -> None: ...
+
+
+NULL_TRACKER = Tracker()
 
 
 class MlflowTracker(Tracker):
@@ -115,8 +124,15 @@ class MlflowTracker(Tracker):
 
 
 @contextmanager
-def job_run(*, enabled: bool, uri: str | None, experiment: str, rule: str, wildcards: dict,
-            root: str | Path = "."):
+def job_run(
+    *,
+    enabled: bool,
+    uri: str | None,
+    experiment: str,
+    rule: str,
+    wildcards: dict,
+    root: str | Path = ".",
+):
     """Open an MLflow run for one pipeline job; yields a :class:`Tracker`.
 
     The run is named ``rule[wildcard values]``, tagged ``mixlib.rule``, ``mixlib.<wildcard>`` and
@@ -124,7 +140,7 @@ def job_run(*, enabled: bool, uri: str | None, experiment: str, rule: str, wildc
     FAILED if the job raises.
     """
     if not enabled:
-        yield Tracker()
+        yield NULL_TRACKER
         return
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow

@@ -51,7 +51,9 @@ def check_init_labels(init_labels, n_samples: int, n_clusters: int) -> np.ndarra
     if not np.issubdtype(lab.dtype, np.integer):
         raise ValueError(f"init_labels must be integers, got dtype {lab.dtype}")
     if lab.min() < -1 or lab.max() >= n_clusters:
-        raise ValueError(f"init_labels must lie in [-1, {n_clusters}), got [{lab.min()}, {lab.max()}]")
+        raise ValueError(
+            f"init_labels must lie in [-1, {n_clusters}), got [{lab.min()}, {lab.max()}]"
+        )
     if not (lab >= 0).any():
         raise ValueError("init_labels labels no point (all -1)")
     return lab.astype(np.int64)

@@ -1,0 +1,24 @@
+# Two commands on a fresh machine:  `make run` (the main job)  and  `make test` (the tests).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+$(BIN)/snakemake: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e ".[workflow,dev]"
+	touch $@
+
+.PHONY: setup run test lint mlflow-ui
+setup: $(BIN)/snakemake
+
+run: setup
+	$(BIN)/snakemake --cores all
+
+test: setup
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/ruff check mixlib tests benchmarks workflow_scripts
+
+mlflow-ui: setup
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///results/mlflow/mlflow.db --host 127.0.0.1 --port 5000

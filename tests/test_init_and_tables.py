@@ -1,0 +1,96 @@
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import make_blobs
+
+from mixlib import init, tables
+from mixlib.metrics import ari
+
+
+def _subspaces(n=100, dim=2, ambient=20, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    bases = [np.linalg.qr(rng.standard_normal((ambient, dim)))[0] for _ in range(k)]
+    X = np.vstack([rng.standard_normal((n, dim)) @ B.T for B in bases])
+    return X, np.repeat(np.arange(k), n)
+
+
+@pytest.mark.parametrize("method", ["kmeans", "spectral", "ssc", "random"])
+def test_init_methods_label_subset(method):
+    # blobs suit k-means and spectral; a union of subspaces is what SSC is for
+    if method == "ssc":
+        X, y = _subspaces()
+    else:
+        X, y = make_blobs(300, centers=3, n_features=10, cluster_std=0.5, random_state=0)
+    lab, info = init.initialize(X, 3, method, seed=1, subset=200)
+    seen = lab >= 0
+    assert seen.sum() == 200 == info["n_labelled"] and set(lab[seen]) <= {0, 1, 2}
+    if method != "random":
+        assert ari(y[seen], lab[seen]) > 0.9
+    lab2, _ = init.initialize(X, 3, method, seed=1, subset=200)
+    assert np.array_equal(lab, lab2)
+
+
+def test_ssc_affinity_is_symmetric_without_self_loops():
+    X = np.random.default_rng(0).standard_normal((50, 8))
+    W = init.ssc_omp_affinity(X, n_nonzero=3)
+    assert (abs(W - W.T)).max() < 1e-12 and W.diagonal().max() == 0
+    assert (W.getnnz(axis=1) >= 3).all()
+
+
+def test_init_bad_method():
+    with pytest.raises(ValueError, match="init method 'nope'"):
+        init.initialize(np.zeros((5, 2)), 2, "nope", seed=0)
+
+
+def _records():
+    recs = []
+    for seed, (a, b) in enumerate([(0.5, 0.7), (0.6, 0.9)]):
+        for model, acc in [("kmeans", a), ("mixmate", b)]:
+            recs.append(
+                dict(
+                    dataset="d",
+                    model=model,
+                    init="none",
+                    stage="train",
+                    seed=seed,
+                    nmi=acc,
+                    ari=acc,
+                    acc=acc,
+                    params=10,
+                )
+            )
+    return recs
+
+
+def test_summary_and_paper_table_bold_best():
+    long = tables.long_table(_records())
+    s = tables.summarise(long)
+    row = s[(s.method == "mixmate TRAIN") & (s.metric == "acc")].iloc[0]
+    assert row["mean"] == pytest.approx(0.8) and row["n"] == 2
+    assert row["std"] == pytest.approx(np.std([0.7, 0.9], ddof=1))
+    cells, best = tables.paper_table(s, "d")
+    assert cells.loc["acc", "mixmate TRAIN"] == "0.800 ± 0.141 (n=2)"
+    assert best.loc["acc", "mixmate TRAIN"] and not best.loc["acc", "kmeans TRAIN"]
+    md = tables.to_markdown(cells, best)
+    assert "**0.800 ± 0.141 (n=2)**" in md
+    tex = tables.to_latex(cells, best)
+    assert r"\toprule" in tex and r"\textbf{0.800 $\pm$ 0.141 (n=2)}" in tex
+
+
+def test_published_values_join(tmp_path):
+    ref = tmp_path / "ref.csv"
+    pd.DataFrame(
+        {
+            "source": ["x"],
+            "dataset": ["d"],
+            "method": ["DEC"],
+            "stage": [None],
+            "metric": ["acc"],
+            "mean": [0.95],
+            "std": [None],
+            "note": [""],
+        }
+    ).to_csv(ref)
+    s = tables.summarise(tables.long_table(_records()))
+    cells, best = tables.paper_table(s, "d", tables.published_for(ref, "d"))
+    assert cells.loc["acc", "DEC [published]"] == "0.950" and best.loc["acc", "DEC [published]"]

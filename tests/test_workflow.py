@@ -1,0 +1,239 @@
+"""End-to-end: the real Snakefile on the tiny config, in a temporary directory."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+pytestmark = pytest.mark.workflow
+
+
+def run_snakemake(workdir, *args, config=None, env=None, check=True):
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    cfg = Path(workdir) / "config.yaml"
+    cfg.write_text(
+        yaml.safe_dump(config or yaml.safe_load((ROOT / "config/tiny.yaml").read_text()))
+    )
+    cmd = [
+        *SNAKEMAKE,
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(cfg),
+        "--replace-workflow-config",
+        *args,
+    ]
+    e = {**os.environ, **(env or {})}
+    e.pop("MLFLOW_TRACKING_URI", None) if env is None else None
+    p = subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=900)
+    if check and p.returncode != 0:
+        raise AssertionError(
+            f"snakemake failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}"
+        )
+    return p
+
+
+def mlflow_runs(uri, experiment="tiny"):
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    return mlflow.search_runs(experiment_names=[experiment], max_results=10000)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("tiny")
+    p = run_snakemake(wd, "--cores", "4")
+    return wd, p
+
+
+def test_tables_and_figures(tiny_run):
+    wd, _ = tiny_run
+    long = pd.read_csv(wd / "results/tables/long.csv")
+    # 2 seeds x (kmeans/none + gmm/kmeans + gmm/random) trained; gmm also scored at INIT
+    assert len(long[long.model != "init"]) == 2 * (1 + 2 * 2)
+    assert len(long[long.model == "init"]) == 2 * 2
+    md = (wd / "results/tables/blobs.md").read_text()
+    assert "kmeans TRAIN" in md and "(n=2)" in md and "**" in md and "± " in md
+    assert (wd / "results/tables/blobs.tex").read_text().count(r"\toprule") == 1
+    assert (wd / "results/figures/blobs_metrics.png").stat().st_size > 1000
+    assert long.loc[long.method == "kmeans TRAIN", "acc"].min() > 0.95  # well separated blobs
+
+
+def test_one_mlflow_run_per_job(tiny_run):
+    wd, p = tiny_run
+    n_jobs = sum(1 for line in p.stderr.splitlines() if line.startswith("Finished jobid")) - 1
+    runs = mlflow_runs(f"sqlite:///{wd}/results/mlflow/mlflow.db")
+    jobs = runs[runs["tags.mixlib.rule"] != "workflow"]
+    assert len(jobs) == n_jobs == 1 + 4 + 6 + 6 + 1
+    assert (jobs.status == "FINISHED").all()
+    parent = runs[runs["tags.mixlib.rule"] == "workflow"]
+    assert len(parent) == 1
+    assert set(jobs["tags.mlflow.parentRunId"]) == {parent.run_id.iloc[0]}
+    assert jobs["tags.mixlib.invocation"].nunique() == 1
+    train = jobs[jobs["tags.mixlib.rule"] == "train_model"]
+    assert train["metrics.fit_seconds"].notna().all()
+    assert "database is locked" not in p.stderr
+
+
+def test_rerun_is_noop_and_same_seed_same_numbers(tiny_run):
+    wd, _ = tiny_run
+    p = run_snakemake(wd, "--cores", "2", "-n")
+    assert "Nothing to be done" in p.stdout + p.stderr
+    rec = wd / "results/eval/blobs/gmm/random/seed1.json"
+    before = json.loads(rec.read_text())
+    run_snakemake(wd, "--cores", "2", "--forcerun", "train_model", "--until", "evaluate")
+    after = json.loads(rec.read_text())
+    key = lambda rs: [(r["stage"], r["nmi"], r["ari"], r["acc"]) for r in rs]  # noqa: E731
+    assert key(before) == key(after)
+    runs = mlflow_runs(f"sqlite:///{wd}/results/mlflow/mlflow.db")
+    assert runs["tags.mixlib.invocation"].nunique() == 2  # the two invocations are told apart
+
+
+def test_changing_one_model_reruns_only_its_jobs(tiny_run):
+    wd, _ = tiny_run
+    cfg = yaml.safe_load((ROOT / "config/tiny.yaml").read_text())
+    cfg["models"]["gmm"]["params"]["covariance_type"] = "full"
+    p = run_snakemake(wd, "-n", "--cores", "1", config=cfg)
+    out = p.stdout
+    assert "rule train_model" in out
+    assert "model=kmeans" not in out and "model=gmm" in out
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: c.update(bogus=1), "bogus"),
+        (lambda c: c["seeds"].__setitem__(0, "x"), "seeds"),
+        (lambda c: c["models"]["gmm"].update(inits=["nope"]), "models.gmm.inits"),
+        (lambda c: c["models"]["gmm"]["params"].update(lr=1), "models.gmm.params"),
+        (lambda c: c["models"]["gmm"].update(kind="nope"), "models.gmm.kind"),
+        (lambda c: c["datasets"]["blobs"]["preprocess"].update(scale="zz"), "scale"),
+    ],
+)
+def test_bad_config_fails_before_any_job(tmp_path, mutate, message):
+    cfg = yaml.safe_load((ROOT / "config/tiny.yaml").read_text())
+    mutate(cfg)
+    p = run_snakemake(tmp_path, "-n", "--cores", "1", config=cfg, check=False)
+    assert p.returncode != 0
+    assert message in p.stdout + p.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_bad_dataset_file_fails_with_its_name(tmp_path):
+    import numpy as np
+
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, feature=np.zeros((10, 2)))
+    cfg = yaml.safe_load((ROOT / "config/tiny.yaml").read_text())
+    cfg["datasets"] = {"own": {"source": "npz", "path": str(bad)}}
+    cfg["tracking"]["enabled"] = False
+    p = run_snakemake(tmp_path, "--cores", "1", config=cfg, check=False)
+    assert p.returncode != 0
+    log = (tmp_path / "results/logs/prepare_dataset/own.log").read_text()
+    assert "missing key(s) ['target']" in log and str(bad) in log
+    assert not (tmp_path / "results/data/own.npz").exists()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tracking_server(tmp_path):
+    port = _free_port()
+    store = tmp_path / "server"
+    store.mkdir()
+    srv = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{store}/mlflow.db",
+            "--artifacts-destination",
+            str(store / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        cfg = yaml.safe_load((ROOT / "config/tiny.yaml").read_text())
+        cfg["seeds"] = [0]
+        cfg["models"] = {"kmeans": cfg["models"]["kmeans"]}
+        cfg["tracking"]["uri"] = uri
+        run_snakemake(tmp_path / "wd", "--cores", "2", config=cfg, env={})
+        req = urllib.request.Request(
+            f"{uri}/api/2.0/mlflow/experiments/get-by-name?experiment_name=tiny"
+        )
+        exp = json.load(urllib.request.urlopen(req))["experiment"]["experiment_id"]
+        body = json.dumps({"experiment_ids": [exp], "max_results": 1000}).encode()
+        req = urllib.request.Request(
+            f"{uri}/api/2.0/mlflow/runs/search",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        runs = json.load(urllib.request.urlopen(req))["runs"]
+        rules = [
+            next(t["value"] for t in r["data"]["tags"] if t["key"] == "mixlib.rule") for r in runs
+        ]
+        # prepare 1 + init 2 + train 1 + evaluate 1 + aggregate 1, and the workflow's parent run
+        assert sorted(rules).count("workflow") == 1 and len(rules) == 7
+        train = next(r for r in runs if any(t["value"] == "train_model" for t in r["data"]["tags"]))
+        assert {m["key"] for m in train["data"]["metrics"]} >= {"fit_seconds", "n_parameters"}
+        assert any(p["key"] == "kind" for p in train["data"]["params"])
+    finally:
+        os.killpg(srv.pid, 15)
+        srv.wait(timeout=30)
+
+
+def test_lint_only_conda_warnings():
+    p = subprocess.run(
+        [
+            *SNAKEMAKE,
+            "--lint",
+            "-s",
+            str(ROOT / "Snakefile"),
+            "--configfile",
+            str(ROOT / "config/tiny.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    text = p.stdout + p.stderr
+    lints = [ln.strip() for ln in text.splitlines() if ln.strip().startswith(("*", "Lints for"))]
+    other = [
+        ln
+        for ln in lints
+        if ln.startswith("*") and "conda" not in ln.lower() and "container" not in ln.lower()
+    ]
+    assert not other, text
