@@ -1,60 +1,224 @@
+"""Unit tests of power k-means and deep power k-means (mixlib/models/power_kmeans.py): the power
+mean and MM weights against direct formulas and autograd, stability at s = -5000, recovery of
+blobs, a 20-seed count against Lloyd from a poor start, the estimator contract."""
+
+from __future__ import annotations
+
 import numpy as np
 import pytest
+import torch
 from sklearn.base import clone
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
 from mixlib.metrics import ari
 from mixlib.models import build_model
-from mixlib.models.power_kmeans import PowerKMeans, log_distances, mm_weights, power_mean_objective
+from mixlib.models.power_kmeans import (
+    DeepPowerKMeans,
+    PowerKMeans,
+    log_power_weights,
+    mm_update,
+    power_mean,
+    power_mean_loss,
+    power_weights,
+    sq_distances,
+    torch_log_power_mean,
+)
 
 
-def test_recovers_blobs():
+def _D(seed=0, N=30, K=4, d=3):
+    rng = np.random.default_rng(seed)
+    X, C = rng.standard_normal((N, d)), rng.standard_normal((K, d))
+    return X, C, sq_distances(X, C)
+
+
+def _minmax(X):
+    X = X - X.min(0)
+    return (X / X.max(0)).astype(np.float32)
+
+
+# -- pure functions ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("s", [-0.5, -1.0, -3.7])
+def test_power_mean_and_weights_match_direct_formulas(s):
+    X, C, D = _D()
+    K = D.shape[1]
+    M = ((D**s).mean(1)) ** (1 / s)
+    assert np.allclose(power_mean(D, s), M, rtol=1e-12)
+    # eq. (5): the weights are the gradient of M_s
+    W = (1 / K) * D ** (s - 1) * ((D**s).mean(1, keepdims=True)) ** (1 / s - 1)
+    assert np.allclose(power_weights(D, s), W, rtol=1e-10)
+    Dt = torch.tensor(D, requires_grad=True)
+    torch.exp(torch_log_power_mean(Dt, s)).sum().backward()
+    assert np.allclose(Dt.grad.numpy(), W, rtol=1e-8)
+    # Euler (M_s is 1-homogeneous): sum_j w_ij d_ij = M_s(d_i); softmax factor rows sum to 1
+    assert np.allclose((W * D).sum(1), M, rtol=1e-10)
+    assert np.allclose(np.exp(log_power_weights(D, s)[1]).sum(1), 1.0)
+    # centre update = weighted mean
+    assert np.allclose(mm_update(X, np.log(W)), (W.T @ X) / W.sum(0)[:, None])
+
+
+def test_huge_negative_s_and_zero_distance_are_stable():
+    X, C, D = _D()
+    X = np.vstack([X, C[1]])  # a point exactly on centre 1: d = 0
+    D = sq_distances(X, C)
+    assert D[-1, 1] == 0.0
+    for s in (-5000.0, -50000.0):
+        W = power_weights(D, s)
+        assert np.isfinite(W).all()
+        # s -> -inf: weight rows become the one-hot nearest-centre assignment (sum to 1)
+        assert np.allclose(W.sum(1), 1.0, atol=1e-3)
+        assert np.array_equal(W.argmax(1), D.argmin(1))
+        assert np.allclose(power_mean(D, s), D.min(1), rtol=1e-3, atol=1e-290)
+        assert np.isfinite(mm_update(X, log_power_weights(D, s)[0])).all()
+        # torch: loss and gradient finite too
+        Z = torch.tensor(X, requires_grad=True)
+        R = torch.tensor(C, requires_grad=True)
+        power_mean_loss(Z, R, s).backward()
+        assert torch.isfinite(Z.grad).all() and torch.isfinite(R.grad).all()
+    # a whole fit at s = -5000 starting with centres on data points
+    Xb, y = make_blobs(300, centers=3, n_features=4, cluster_std=0.5, random_state=1)
+    m = PowerKMeans(3, s0=-5000.0, init=Xb[[0, 1, 2]]).fit(Xb)
+    assert np.isfinite(m.cluster_centers_).all() and np.isfinite(m.history_["objective"]).all()
+
+
+def test_mm_step_decreases_objective_at_fixed_s():
+    X, _ = make_blobs(400, centers=5, n_features=3, cluster_std=1.5, random_state=2)
+    m = PowerKMeans(5, s0=-2.0, eta=1.0, max_iter=40, tol=0.0, random_state=0).fit(X)
+    obj = np.array(m.history_["objective"])
+    assert len(obj) == 40 and np.all(np.diff(obj) <= 1e-9 * obj[:-1])
+
+
+# -- PowerKMeans --------------------------------------------------------------------------------
+
+
+def test_power_kmeans_recovers_blobs():
     X, y = make_blobs(600, centers=5, n_features=5, cluster_std=0.6, random_state=3)
     m = PowerKMeans(5, random_state=0).fit(X)
     assert ari(y, m.labels_) >= 0.95
     assert np.array_equal(m.labels_, m.predict(X))
+    assert set(m.history_) == {"objective", "s", "kmeans_objective"}
+    assert len(m.history_["s"]) == m.n_iter_ and m.n_parameters() == 5 * 5
 
 
-def test_weights_match_direct_formula_and_survive_huge_s():
-    rng = np.random.default_rng(0)
-    X, C = rng.standard_normal((30, 3)), rng.standard_normal((4, 3))
-    logd = log_distances(X, C)
-    d, s = np.exp(logd), -1.5
-    w = d ** (s - 1) * ((d**s).sum(1, keepdims=True)) ** (1 / s - 1)
-    assert np.allclose(mm_weights(logd, s), w / w.sum(0))
-    assert power_mean_objective(logd, s) == pytest.approx(((d**s).mean(1) ** (1 / s)).sum())
-    for s in (-5000.0, -50000.0):
-        W = mm_weights(logd, s)
-        assert np.isfinite(W).all() and np.allclose(W.sum(0), 1)
-        # s -> -inf: power mean -> min distance (the k-means objective)
-        assert power_mean_objective(logd, s) == pytest.approx(d.min(1).sum(), rel=1e-3)
-    X2 = np.vstack([X, C[:1]])  # a point exactly on a centre
-    assert np.isfinite(mm_weights(log_distances(X2, C), -5000.0)).all()
-
-
-def test_beats_lloyd_from_poor_init_in_most_seeds():
+def test_power_kmeans_no_worse_than_lloyd_from_poor_init_in_most_seeds():
     wins = 0
     for seed in range(20):
         X, _ = make_blobs(500, centers=8, n_features=2, cluster_std=0.7, random_state=seed)
         rng = np.random.default_rng(seed)
-        # poor start: all centres drawn from the points nearest one corner
+        # poor start: all centres drawn from the 40 points nearest one corner
         corner = np.argsort(X[:, 0] + X[:, 1])[:40]
         C0 = X[rng.choice(corner, 8, replace=False)]
         lloyd = KMeans(8, init=C0, n_init=1).fit(X).inertia_
-        pkm = PowerKMeans(8, s0=-3.0, random_state=seed).fit(X, init_centers=C0).inertia_
+        pkm = PowerKMeans(8, init=C0, random_state=seed).fit(X).inertia_
         wins += pkm <= lloyd * (1 + 1e-9)
-    print(f"power k-means no worse than Lloyd in {wins} of 20 seeds")
+    print(f"power k-means k-means objective <= Lloyd's in {wins} of 20 seeds")
     assert wins > 10
 
 
-def test_deterministic_registry_and_errors():
-    X, _ = make_blobs(200, centers=3, random_state=0)
+def test_power_kmeans_init_labels_and_determinism():
+    X, y = make_blobs(300, centers=3, n_features=2, cluster_std=0.5, random_state=0)
+    lab = np.where(np.arange(300) % 3 == 0, y, -1)  # a third labelled
+    m = PowerKMeans(3, random_state=0).fit(X, init_labels=lab)
+    C0 = np.stack([X[lab == k].mean(0) for k in range(3)])
+    assert np.array_equal(m.init_labels_, sq_distances(X, C0).argmin(1))
+    assert ari(y, m.labels_) >= 0.95
     a = build_model("power_kmeans", n_clusters=3, random_state=7).fit(X)
     b = clone(a).fit(X)
     assert np.array_equal(a.cluster_centers_, b.cluster_centers_)
-    assert a.n_parameters() == 3 * 2 and len(a.history_["s"]) == a.n_iter_
-    with pytest.raises(ValueError, match="s0 must be negative"):
-        PowerKMeans(3, s0=1.0).fit(X)
-    with pytest.raises(ValueError, match="eta"):
-        PowerKMeans(3, eta=0.5).fit(X)
+    assert b.get_params()["random_state"] == 7 and b.get_params()["eta"] == 1.04
+
+
+@pytest.mark.parametrize(
+    "kw, name",
+    [
+        ({"s0": 1.0}, "s0"),
+        ({"s0": 0.0}, "s0"),
+        ({"eta": 0.5}, "eta"),
+        ({"anneal_every": 0}, "anneal_every"),
+        ({"max_iter": 0}, "max_iter"),
+        ({"tol": -1.0}, "tol"),
+        ({"hard_tol": 1.0}, "hard_tol"),
+        ({"n_clusters": 0}, "n_clusters"),
+        ({"init": "foo"}, "init"),
+        ({"init": np.zeros((2, 2))}, "init"),
+        ({"random_state": 1.5}, "random_state"),
+    ],
+)
+def test_power_kmeans_bad_params_name_the_parameter(kw, name):
+    X, _ = make_blobs(50, centers=3, random_state=0)
+    with pytest.raises(ValueError, match=name):
+        PowerKMeans(**{"n_clusters": 3, **kw}).fit(X)
+
+
+# -- DeepPowerKMeans ----------------------------------------------------------------------------
+
+_SMALL = dict(hidden_dims=(64, 64, 128), n_rounds=4, epochs_per_s=3, batch_size=50, device="cpu")
+
+
+def test_deep_power_kmeans_recovers_blobs(tmp_path):
+    X, y = make_blobs(300, centers=4, n_features=10, cluster_std=1.0, random_state=0)
+    X = _minmax(X)
+    m = DeepPowerKMeans(4, random_state=0, **_SMALL).fit(X)
+    assert ari(y, m.labels_) >= 0.95
+    assert np.array_equal(m.labels_, m.predict(X))
+    h = m.history_
+    assert len(h["s"]) == 4 and len(h["loss"]) == 12 and h["s"][1] == pytest.approx(-4.5)
+    assert len(h["reconstruction"]) == len(h["power_mean"]) == 4
+    ae = sum(p.numel() for p in m.ae_.parameters())
+    assert m.n_parameters() == ae + 4 * 10
+    paths = m.save_artifacts(X, tmp_path)
+    assert {p.name for p in paths} == {"curves.png", "embedding.png"}
+    assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_deep_power_kmeans_default_architecture_and_params():
+    X, _ = make_blobs(20, centers=2, n_features=6, random_state=0)
+    m = DeepPowerKMeans(2, n_rounds=1, epochs_per_s=1, device="cpu", random_state=0)
+    m.fit(_minmax(X))
+    # 6-500-500-2000-10 and back, plus K x e representatives
+    enc = 6 * 500 + 500 + 500 * 500 + 500 + 500 * 2000 + 2000 + 2000 * 10 + 10
+    dec = 10 * 2000 + 2000 + 2000 * 500 + 500 + 500 * 500 + 500 + 500 * 6 + 6
+    assert m.n_parameters() == enc + dec + 2 * 10
+    assert m.get_params()["lambda_pk"] == 10.0 and m.get_params()["p_rate"] == 1.5
+
+
+def test_deep_power_kmeans_same_seed_same_result_and_init_labels():
+    X, y = make_blobs(120, centers=3, n_features=5, random_state=1)
+    X = _minmax(X)
+    kw = dict(_SMALL, n_rounds=2, epochs_per_s=2)
+    a = build_model("deep_power_kmeans", n_clusters=3, random_state=3, **kw).fit(X)
+    b = clone(a).fit(X)
+    assert np.array_equal(a.labels_, b.labels_)
+    assert np.array_equal(a.cluster_centers_, b.cluster_centers_)
+    c = DeepPowerKMeans(3, random_state=4, **kw).fit(X)
+    assert not np.array_equal(a.cluster_centers_, c.cluster_centers_)
+    lab = np.where(np.arange(120) % 2 == 0, y, -1)
+    d = DeepPowerKMeans(3, random_state=3, **dict(kw, n_rounds=1, epochs_per_s=1)).fit(
+        X, init_labels=lab
+    )
+    assert d.init_labels_.shape == (120,) and ari(y, d.init_labels_) > 0.9
+
+
+@pytest.mark.parametrize(
+    "kw, name",
+    [
+        ({"s0": 2.0}, "s0"),
+        ({"p_rate": 0.5}, "p_rate"),
+        ({"lambda_pk": -1.0}, "lambda_pk"),
+        ({"lambda_reg": -1.0}, "lambda_reg"),
+        ({"lr": 0.0}, "lr"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"epochs_per_s": 0}, "epochs_per_s"),
+        ({"n_rounds": 0}, "n_rounds"),
+        ({"pretrain_epochs": -1}, "pretrain_epochs"),
+        ({"hidden_dims": (10, 0)}, "hidden_dims"),
+        ({"embedding_size": 0}, "embedding_size"),
+        ({"dtype": "float16"}, "dtype"),
+    ],
+)
+def test_deep_power_kmeans_bad_params_name_the_parameter(kw, name):
+    X, _ = make_blobs(30, centers=3, random_state=0)
+    with pytest.raises(ValueError, match=name):
+        DeepPowerKMeans(**{"n_clusters": 3, **kw}).fit(X)

@@ -1,57 +1,205 @@
-"""Power k-means (Xu & Lange, ICML 2019).
+"""Power k-means and deep power k-means.
 
-Minimises ``f_s(Θ) = Σ_i M_s(d_i1, …, d_iK)`` with ``d_ij = ‖x_i − θ_j‖²`` and the power mean
-``M_s(y) = ((1/K) Σ_j y_j^s)^{1/s}``, annealing ``s → −∞`` (where ``M_s → min``, the k-means
-objective). Each majorisation-minimisation step takes the weights
-``w_ij ∝ d_ij^{s−1} (Σ_l d_il^s)^{1/s−1}`` (their eq. 5) and moves every centre to the
-``w``-weighted mean. Everything is done with log-sum-exp in log space, so ``|s|`` in the
-thousands neither overflows nor underflows, and a point sitting on a centre (``d_ij = 0``) gives
-no NaN.
+Power k-means: Xu & Lange, "Power k-Means Clustering", ICML 2019 (PMLR 97). For centres
+``theta`` (K, d) and squared distances ``d_ij = ||x_i - theta_j||^2`` the objective is
+
+    f_s(theta) = sum_i M_s(d_i1, ..., d_iK),   M_s(y) = ((1/K) sum_j y_j^s)^(1/s)        (eq. 3)
+
+which tends to the k-means objective ``sum_i min_j d_ij`` as ``s -> -inf``. M_s is concave for
+``s <= 1``, so its tangent plane majorises it; minimising the surrogate (MM step) is a weighted
+mean of the points with the weights of eq. (5)
+
+    w_ij = dM_s/dd_ij = (1/K) d_ij^(s-1) ((1/K) sum_l d_il^s)^(1/s - 1),
+    theta_j <- sum_i w_ij x_i / sum_i w_ij,
+
+and ``s`` is annealed, ``s <- eta * s`` every ``anneal_every`` iterations from ``s0 < 0``
+(defaults s0 = -1, eta = 1.04, every 2 iterations).
+
+Numerics: everything is computed in log space. Writing ``pi_ij = softmax_j(s log d_ij)``,
+
+    log M_s(d_i) = (logsumexp_j(s log d_ij) - log K) / s,
+    w_ij = pi_ij * M_s(d_i) / d_ij          (so that sum_j w_ij d_ij = M_s(d_i), Euler),
+
+and the centre update normalises ``log w`` over the points with a softmax, so ``|s|`` in the
+thousands neither overflows nor underflows. A distance of exactly 0 (a point on a centre) is
+floored at ``_D_FLOOR`` so that its log is finite: that point's weight then goes to that centre.
+Note that the MM weights do *not* sum to 1 over clusters in general (``pi`` does); they do in the
+limit ``s -> -inf``, where ``w_i`` becomes the one-hot nearest-centre assignment of Lloyd.
+
+Deep power k-means: the power-mean loss put on the embedding of an auto-encoder, following the
+"Deep Power k-means framework" (github.com/miccooper9/Deep-Power-K-means), itself built on
+Deep k-Means (Moradi Fard, Thonet, Gaussier, 2018). Auto-encoder d-500-500-2000-e with ReLU hidden
+layers, cluster representatives as learned parameters (K, e), loss per mini-batch
+
+    mean_i ||x_i - g(f(x_i))||^2 + lambda_pk * mean_i M_s(||f(x_i) - r_j||^2)
+        + lambda_reg * sum(decoder parameters^2),
+
+Adam, ``n_rounds`` rounds of ``epochs_per_s`` epochs, ``s <- p_rate * s`` between rounds from
+``s0 = -3``. As in the reference, the reconstruction term is the per-sample *sum* of squared
+errors (averaged over the batch), not the per-feature mean: ``lambda_pk = 10`` was set against
+it; and the L2 term covers all decoder parameters (weights and biases). Deviations from that reference code (which is a research prototype): the power mean
+is taken in log space (the reference patches infs by hand); the representatives start at
+k-means++ on the initial embeddings (or at the means of embeddings of labelled points) instead
+of U(-1, 1); mini-batches are shuffled with a seeded ``torch.Generator`` (the reference uses a
+fixed order and drops the last partial batch); optional auto-encoder pre-training.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+from pathlib import Path
+
 import numpy as np
-from scipy.special import logsumexp
+import torch
+from scipy.special import log_softmax, logsumexp
 
 from . import register
 from .base import ClusterModel, centers_from_labels, check_array_2d, check_init_labels
 
-_TINY = 1e-300
+_D_FLOOR = 1e-300  # squared distances below this are treated as this (log stays finite)
+
+# ---------------------------------------------------------------------------------------------
+# Pure functions (numpy, float64). Shapes: N points, K centres, d features.
+# ---------------------------------------------------------------------------------------------
 
 
-def log_distances(X: np.ndarray, C: np.ndarray) -> np.ndarray:
-    """``log ‖x_i − θ_j‖²`` (N, K), floored at log(1e-300)."""
-    d = (X**2).sum(1)[:, None] - 2.0 * X @ C.T + (C**2).sum(1)[None, :]
-    return np.log(np.maximum(d, _TINY))
+def sq_distances(X: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """(N, K) squared Euclidean distances, clipped at 0 against round-off."""
+    D = (X**2).sum(1)[:, None] - 2.0 * X @ C.T + (C**2).sum(1)[None, :]
+    return np.maximum(D, 0.0)
 
 
-def power_mean_objective(logd: np.ndarray, s: float) -> float:
-    """``Σ_i M_s(d_i·)`` computed from log distances."""
-    K = logd.shape[1]
-    return float(np.exp((logsumexp(s * logd, axis=1) - np.log(K)) / s).sum())
+def log_power_mean(D: np.ndarray, s: float) -> np.ndarray:
+    """(N,) ``log M_s(d_i1..d_iK)`` of the rows of ``D`` (N, K), stable for any ``s != 0``."""
+    logD = np.log(np.maximum(D, _D_FLOOR))
+    K = D.shape[1]
+    return (logsumexp(s * logD, axis=1) - math.log(K)) / s
 
 
-def mm_weights(logd: np.ndarray, s: float) -> np.ndarray:
-    """MM weights ``w_ij`` (N, K), each column normalised to sum to 1 over the points."""
-    row = logsumexp(s * logd, axis=1, keepdims=True)  # log Σ_l d_il^s   (N, 1)
-    logw = (s - 1.0) * logd + (1.0 / s - 1.0) * row
-    return np.exp(logw - logsumexp(logw, axis=0, keepdims=True))
+def power_mean(D: np.ndarray, s: float) -> np.ndarray:
+    """(N,) power means ``M_s`` of the rows of ``D`` (N, K)."""
+    return np.exp(log_power_mean(D, s))
+
+
+def log_power_weights(D: np.ndarray, s: float) -> tuple[np.ndarray, np.ndarray]:
+    """MM weights of power k-means in log space.
+
+    Parameters
+    ----------
+    D : (N, K) squared distances.
+    s : power, ``s < 0`` (any value, e.g. -5000).
+
+    Returns
+    -------
+    log_w : (N, K) ``log w_ij = log dM_s(d_i)/dd_ij``.
+    log_pi : (N, K) ``log softmax_j(s log d_ij)``; ``exp(log_pi)`` rows sum to 1.
+    """
+    logD = np.log(np.maximum(D, _D_FLOOR))
+    log_pi = log_softmax(s * logD, axis=1)
+    logM = (logsumexp(s * logD, axis=1) - math.log(D.shape[1])) / s
+    return log_pi + logM[:, None] - logD, log_pi
+
+
+def power_weights(D: np.ndarray, s: float) -> np.ndarray:
+    """(N, K) MM weights ``w_ij`` (eq. 5 of Xu & Lange); see :func:`log_power_weights`."""
+    return np.exp(log_power_weights(D, s)[0])
+
+
+def mm_update(X: np.ndarray, log_w: np.ndarray) -> np.ndarray:
+    """(K, d) weighted means ``sum_i w_ij x_i / sum_i w_ij``, normalised in log space."""
+    A = np.exp(log_w - logsumexp(log_w, axis=0, keepdims=True))  # (N, K), columns sum to 1
+    return A.T @ X
+
+
+def kmeans_plusplus(X: np.ndarray, n_clusters: int, rng: np.random.Generator) -> np.ndarray:
+    """(K, d) k-means++ seeding (Arthur & Vassilvitskii 2007), plain (one candidate per step)."""
+    N = X.shape[0]
+    C = np.empty((n_clusters, X.shape[1]), dtype=np.float64)
+    C[0] = X[rng.integers(N)]
+    closest = sq_distances(X, C[:1])[:, 0]
+    for k in range(1, n_clusters):
+        total = closest.sum()
+        idx = rng.integers(N) if total <= 0 else rng.choice(N, p=closest / total)
+        C[k] = X[idx]
+        closest = np.minimum(closest, sq_distances(X, C[k : k + 1])[:, 0])
+    return C
+
+
+def kmeans_objective(X: np.ndarray, C: np.ndarray) -> float:
+    """``sum_i min_j ||x_i - c_j||^2``."""
+    return float(sq_distances(X, C).min(1).sum())
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameter checks shared by both models
+# ---------------------------------------------------------------------------------------------
+
+
+def _int_ge(obj, name, lo):
+    v = getattr(obj, name)
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+
+
+def _real(obj, name, lo=-math.inf, hi=math.inf, lo_open=False, hi_open=False):
+    v = getattr(obj, name)
+    ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+    if ok:
+        ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    if not ok:
+        lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
+        raise ValueError(f"{name} must be a real number in {lb}{lo}, {hi}{rb}, got {v!r}")
+
+
+def _check_random_state(obj):
+    rs = obj.random_state
+    if rs is not None and (isinstance(rs, bool) or not isinstance(rs, numbers.Integral)):
+        raise ValueError(f"random_state must be an int or None, got {rs!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Power k-means
+# ---------------------------------------------------------------------------------------------
 
 
 @register("power_kmeans")
 class PowerKMeans(ClusterModel):
-    """Power k-means with annealing ``s ← eta·s`` every ``anneal_every`` iterations.
+    """Power k-means (Xu & Lange, ICML 2019) with annealing of the power ``s``.
 
     Parameters
     ----------
-    n_clusters : int
-    s0 : float < 0, initial power (default −1, as the authors' code)
-    eta : float > 1, annealing factor (1.04)
-    anneal_every : int, iterations between annealing steps (2)
-    max_iter : int; tol : float, stop when the largest centre move is below ``tol`` times the
-        data's scale
-    random_state : int or None (k-means++ seeding when no initial assignment is given)
+    n_clusters : int, default 10
+    s0 : float < 0, default -1.0
+        Initial power.
+    eta : float >= 1, default 1.04
+        Annealing factor: ``s <- eta * s`` every ``anneal_every`` iterations (1: no annealing).
+    anneal_every : int >= 1, default 2
+    max_iter : int >= 1, default 1000
+    tol : float >= 0, default 1e-6
+        Stop when the largest centre move ``max_j ||theta_j_new - theta_j_old||`` is at most
+        ``tol * sqrt(mean(var(X, axis=0)))`` (relative to the data scale). Moves caused by the
+        annealing of ``s`` count, so the loop runs until the centres sit at a fixed point that
+        no longer changes with ``s`` (Lloyd's, in the limit).
+    hard_tol : float in [0, 1), default 1e-3
+        ... and only once the weights are essentially hard: the mean over points of
+        ``max_j pi_ij`` (``pi_i = softmax_j(s log d_ij)``) is at least ``1 - hard_tol``. Without
+        it the loop stops on the plateaus where, with small ``|s|`` in high dimension, all
+        centres first crowd near the data mean and hardly move (seen on digits and MNIST with
+        ``s0 = -1``: stopped at s = -2.2) before the annealing pulls them apart.
+    init : {"k-means++", "random"} or array (K, d), default "k-means++"
+        Initial centres when ``fit`` gets no ``init_labels``: k-means++ seeding, K distinct
+        random points, or given centres.
+    random_state : int or None
+
+    Attributes
+    ----------
+    cluster_centers_ : (K, d) float64
+    labels_ : (N,) nearest centre at the end.
+    init_labels_ : (N,) nearest centre at initialisation.
+    history_ : dict with per-iteration "objective" (sum_i M_s at the iteration's s), "s" and
+        "kmeans_objective" (sum_i min_j d_ij), all before that iteration's update.
+    n_iter_ : int, s_ : final power, inertia_ : final k-means objective.
     """
 
     def __init__(
@@ -62,6 +210,8 @@ class PowerKMeans(ClusterModel):
         anneal_every=2,
         max_iter=1000,
         tol=1e-6,
+        hard_tol=1e-3,
+        init="k-means++",
         random_state=None,
     ):
         self.n_clusters = n_clusters
@@ -70,66 +220,407 @@ class PowerKMeans(ClusterModel):
         self.anneal_every = anneal_every
         self.max_iter = max_iter
         self.tol = tol
+        self.hard_tol = hard_tol
+        self.init = init
         self.random_state = random_state
 
-    def _validate(self):
-        if not self.s0 < 0:
-            raise ValueError(f"s0 must be negative, got {self.s0}")
-        if not self.eta >= 1:
-            raise ValueError(f"eta must be >= 1, got {self.eta}")
-        for name in ("anneal_every", "max_iter", "n_clusters"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+    def _validate_params(self) -> None:
+        _int_ge(self, "n_clusters", 1)
+        _real(self, "s0", hi=0.0, hi_open=True)
+        _real(self, "eta", lo=1.0)
+        _int_ge(self, "anneal_every", 1)
+        _int_ge(self, "max_iter", 1)
+        _real(self, "tol", lo=0.0)
+        _real(self, "hard_tol", lo=0.0, hi=1.0, hi_open=True)
+        if isinstance(self.init, str):
+            if self.init not in ("k-means++", "random"):
+                raise ValueError(
+                    f"init must be 'k-means++', 'random' or an array of centres, got {self.init!r}"
+                )
+        _check_random_state(self)
 
-    def fit(self, X, y=None, init_labels=None, init_centers=None):
-        self._validate()
+    def _initial_centers(self, X, lab, rng) -> np.ndarray:
+        K = self.n_clusters
+        if lab is not None:
+            return centers_from_labels(X, lab, K, rng)
+        if isinstance(self.init, str):
+            if self.init == "k-means++":
+                return kmeans_plusplus(X, K, rng)
+            return X[rng.choice(X.shape[0], size=K, replace=False)].copy()
+        C = np.asarray(self.init, dtype=np.float64)
+        if C.shape != (K, X.shape[1]):
+            raise ValueError(f"init must have shape ({K}, {X.shape[1]}), got {C.shape}")
+        if not np.isfinite(C).all():
+            raise ValueError("init contains NaN or Inf")
+        return C.copy()
+
+    def fit(self, X, y=None, init_labels=None):
+        """Run power k-means on ``X`` (N, d); ``init_labels`` (N,) optional, -1 = unlabelled."""
+        self._validate_params()
         X = check_array_2d(X, min_samples=self.n_clusters).astype(np.float64)
-        rng = np.random.default_rng(self.random_state)
         lab = check_init_labels(init_labels, X.shape[0], self.n_clusters)
-        if init_centers is not None:
-            C = np.array(init_centers, dtype=np.float64)
-        elif lab is not None:
-            C = centers_from_labels(X, lab, self.n_clusters, rng)
-        else:
-            C = _kmeanspp(X, self.n_clusters, rng)
-        self.init_labels_ = log_distances(X, C).argmin(1)
-        scale = np.sqrt(X.var(0).sum()) or 1.0
+        rng = np.random.default_rng(self.random_state)
+        C = self._initial_centers(X, lab, rng)
+        self.init_labels_ = sq_distances(X, C).argmin(1).astype(np.int64)
+
+        tol = self.tol * math.sqrt(float(np.mean(np.var(X, axis=0))))
         s = float(self.s0)
         hist = {"objective": [], "s": [], "kmeans_objective": []}
+        it = 0
         for it in range(1, self.max_iter + 1):
-            logd = log_distances(X, C)
-            W = mm_weights(logd, s)  # (N, K)
-            C_new = W.T @ X
-            hist["objective"].append(power_mean_objective(logd, s))
+            D = sq_distances(X, C)  # (N, K)
+            log_w, log_pi = log_power_weights(D, s)
+            f_s, f_km = float(np.exp(log_power_mean(D, s)).sum()), float(D.min(1).sum())
+            hist["objective"].append(f_s)
             hist["s"].append(s)
-            hist["kmeans_objective"].append(float(np.exp(logd.min(1)).sum()))
-            move = np.sqrt(((C_new - C) ** 2).sum(1)).max()
+            hist["kmeans_objective"].append(f_km)
+            C_new = mm_update(X, log_w)
+            shift = float(np.sqrt(((C_new - C) ** 2).sum(1)).max())
             C = C_new
+            hard = float(np.exp(log_pi.max(1)).mean())
+            if shift <= tol and hard >= 1.0 - self.hard_tol:
+                break
             if it % self.anneal_every == 0:
                 s *= self.eta
-            if move < self.tol * scale:
-                break
         self.cluster_centers_ = C
+        self.labels_ = sq_distances(X, C).argmin(1).astype(np.int64)
+        self.inertia_ = kmeans_objective(X, C)
         self.n_iter_ = it
         self.s_ = s
         self.history_ = hist
-        logd = log_distances(X, C)
-        self.labels_ = logd.argmin(1).astype(np.int64)
-        self.inertia_ = float(np.exp(logd.min(1)).sum())
         return self
 
+    def _fitted(self):
+        if not hasattr(self, "cluster_centers_"):
+            raise RuntimeError("PowerKMeans is not fitted yet; call fit first")
+        return self.cluster_centers_
+
     def predict(self, X):
-        return log_distances(np.asarray(X, dtype=np.float64), self.cluster_centers_).argmin(1)
+        C = self._fitted()
+        X = check_array_2d(X).astype(np.float64)
+        if X.shape[1] != C.shape[1]:
+            raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {C.shape[1]}")
+        return sq_distances(X, C).argmin(1).astype(np.int64)
 
     def n_parameters(self) -> int:
-        return int(self.cluster_centers_.size)
+        return int(self._fitted().size)
 
 
-def _kmeanspp(X, k, rng):
-    C = [X[rng.integers(X.shape[0])]]
-    d = ((X - C[0]) ** 2).sum(1)
-    for _ in range(1, k):
-        p = d / d.sum() if d.sum() > 0 else None
-        C.append(X[rng.choice(X.shape[0], p=p)])
-        d = np.minimum(d, ((X - C[-1]) ** 2).sum(1))
-    return np.array(C)
+# ---------------------------------------------------------------------------------------------
+# Deep power k-means (torch)
+# ---------------------------------------------------------------------------------------------
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def torch_log_power_mean(D: torch.Tensor, s: float, floor: float = 1e-12) -> torch.Tensor:
+    """(B,) ``log M_s`` of the rows of ``D`` (B, K), differentiable, stable for any ``s != 0``.
+
+    Distances are clamped at ``floor`` (the gradient of ``log`` at 0 is infinite).
+    """
+    logD = torch.log(D.clamp_min(floor))
+    return (torch.logsumexp(s * logD, dim=1) - math.log(D.shape[1])) / s
+
+
+def power_mean_loss(Z: torch.Tensor, R: torch.Tensor, s: float) -> torch.Tensor:
+    """Mean over the batch of ``M_s(||z_i - r_j||^2, j = 1..K)``; Z (B, e), R (K, e)."""
+    return torch.exp(torch_log_power_mean(_sq_dist_t(Z, R), s)).mean()
+
+
+def _sq_dist_t(Z: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    # direct differences: exact (no cancellation), and (B, K, e) is small for e = 10
+    return ((Z[:, None, :] - R[None, :, :]) ** 2).sum(-1)
+
+
+class _AutoEncoder(torch.nn.Module):
+    """MLP auto-encoder in_dim-h1-...-e-...-h1-in_dim, ReLU hidden, linear embedding/output."""
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...], emb: int):
+        super().__init__()
+        dims = [in_dim, *hidden, emb]
+        enc, dec = [], []
+        for i in range(len(dims) - 1):
+            enc.append(torch.nn.Linear(dims[i], dims[i + 1], device="meta"))
+            if i < len(dims) - 2:
+                enc.append(torch.nn.ReLU())
+        rdims = dims[::-1]
+        for i in range(len(rdims) - 1):
+            dec.append(torch.nn.Linear(rdims[i], rdims[i + 1], device="meta"))
+            if i < len(rdims) - 2:
+                dec.append(torch.nn.ReLU())
+        self.encoder = torch.nn.Sequential(*enc)
+        self.decoder = torch.nn.Sequential(*dec)
+
+    def reset_parameters(self, gen: torch.Generator, device, dtype) -> None:
+        """PyTorch's default Linear init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), from ``gen``."""
+        self.to_empty(device=device)
+        self.to(dtype)
+        with torch.no_grad():
+            for m in self.modules():
+                if isinstance(m, torch.nn.Linear):
+                    b = 1.0 / math.sqrt(m.in_features)
+                    for p in (m.weight, m.bias):
+                        v = torch.empty(p.shape, dtype=torch.float64).uniform_(-b, b, generator=gen)
+                        p.copy_(v.to(device=device, dtype=dtype))
+
+    def forward(self, x):
+        z = self.encoder(x)
+        return z, self.decoder(z)
+
+
+@register("deep_power_kmeans")
+class DeepPowerKMeans(ClusterModel):
+    """Deep power k-means: an auto-encoder trained jointly with the power k-means loss.
+
+    Parameters
+    ----------
+    n_clusters : int, default 10
+    embedding_size : int, default 10
+    hidden_dims : tuple of int, default (500, 500, 2000)
+        Encoder hidden widths (the decoder mirrors them).
+    lr : float, default 1e-3 (Adam)
+    batch_size : int, default 250
+    epochs_per_s : int, default 10
+        Epochs per value of ``s``.
+    n_rounds : int, default 20
+        Number of values of ``s`` (``s0 * p_rate**r``, r = 0..n_rounds-1).
+    s0 : float < 0, default -3.0
+    p_rate : float >= 1, default 1.5
+    lambda_pk : float >= 0, default 10.0
+        Weight of the power-mean loss.
+    lambda_reg : float >= 0, default 0.01
+        Weight of the sum of squares of the decoder's parameters.
+    pretrain_epochs : int, default 0
+        Auto-encoder-only epochs (reconstruction loss) before the representatives are seeded.
+    device : str, default "auto" (CUDA when present)
+    dtype : {"float32", "float64"}, default "float32"
+    random_state : int or None
+
+    Attributes
+    ----------
+    cluster_centers_ : (K, e) representatives (numpy).
+    labels_ : (N,) nearest representative of each embedding after training.
+    init_labels_ : (N,) nearest representative at initialisation.
+    history_ : per round "reconstruction", "power_mean" (batch means over the round's last
+        epoch), "s"; per epoch "loss" (total loss, batch mean).
+    """
+
+    def __init__(
+        self,
+        n_clusters=10,
+        embedding_size=10,
+        hidden_dims=(500, 500, 2000),
+        lr=1e-3,
+        batch_size=250,
+        epochs_per_s=10,
+        n_rounds=20,
+        s0=-3.0,
+        p_rate=1.5,
+        lambda_pk=10.0,
+        lambda_reg=0.01,
+        pretrain_epochs=0,
+        device="auto",
+        dtype="float32",
+        random_state=None,
+    ):
+        self.n_clusters = n_clusters
+        self.embedding_size = embedding_size
+        self.hidden_dims = hidden_dims
+        self.lr = lr
+        self.batch_size = batch_size
+        self.epochs_per_s = epochs_per_s
+        self.n_rounds = n_rounds
+        self.s0 = s0
+        self.p_rate = p_rate
+        self.lambda_pk = lambda_pk
+        self.lambda_reg = lambda_reg
+        self.pretrain_epochs = pretrain_epochs
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+
+    # -- validation -------------------------------------------------------------------------
+    def _validate_params(self) -> None:
+        for name in ("n_clusters", "embedding_size", "batch_size", "epochs_per_s", "n_rounds"):
+            _int_ge(self, name, 1)
+        _int_ge(self, "pretrain_epochs", 0)
+        hd = self.hidden_dims
+        if not isinstance(hd, (tuple, list)) or not all(
+            isinstance(h, numbers.Integral) and not isinstance(h, bool) and h >= 1 for h in hd
+        ):
+            raise ValueError(f"hidden_dims must be a tuple of integers >= 1, got {hd!r}")
+        _real(self, "lr", lo=0.0, lo_open=True)
+        _real(self, "s0", hi=0.0, hi_open=True)
+        _real(self, "p_rate", lo=1.0)
+        _real(self, "lambda_pk", lo=0.0)
+        _real(self, "lambda_reg", lo=0.0)
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if not isinstance(self.device, (str, torch.device)):
+            raise ValueError(
+                f"device must be a string such as 'auto', 'cpu', 'cuda', got {self.device!r}"
+            )
+        _check_random_state(self)
+
+    def _torch_device(self) -> torch.device:
+        from ..utils import resolve_device
+
+        return resolve_device(self.device if isinstance(self.device, str) else str(self.device))
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _embed(self, Xt: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+        with torch.inference_mode():
+            return torch.cat(
+                [self.ae_.encoder(Xt[i : i + batch]) for i in range(0, len(Xt), batch)]
+            )
+
+    def _decoder_sq(self) -> torch.Tensor:
+        return sum((p**2).sum() for p in self.ae_.decoder.parameters())
+
+    def _batches(self, N: int, gen: torch.Generator, device):
+        perm = torch.randperm(N, generator=gen).to(device)
+        return [perm[i : i + self.batch_size] for i in range(0, N, self.batch_size)]
+
+    # -- fit ----------------------------------------------------------------------------------
+    def fit(self, X, y=None, init_labels=None):
+        """Train on ``X`` (N, d); ``init_labels`` (N,) optional, -1 = unlabelled."""
+        self._validate_params()
+        X = check_array_2d(X, min_samples=self.n_clusters)
+        lab = check_init_labels(init_labels, X.shape[0], self.n_clusters)
+        from ..utils import check_random_state_int
+
+        seed = check_random_state_int(self.random_state)
+        dev, dt = self._torch_device(), _DTYPES[self.dtype]
+        gen = torch.Generator().manual_seed(seed)  # CPU: same init and order on CPU and GPU
+        rng = np.random.default_rng(seed)
+        Xt = torch.as_tensor(np.asarray(X), dtype=dt).to(dev)  # whole data set, once
+        N = Xt.shape[0]
+
+        self.ae_ = _AutoEncoder(
+            X.shape[1], tuple(int(h) for h in self.hidden_dims), self.embedding_size
+        )
+        self.ae_.reset_parameters(gen, dev, dt)
+        history = {"reconstruction": [], "power_mean": [], "s": [], "loss": []}
+
+        if self.pretrain_epochs:
+            opt = torch.optim.Adam(self.ae_.parameters(), lr=self.lr)
+            for _ in range(self.pretrain_epochs):
+                for idx in self._batches(N, gen, dev):
+                    xb = Xt[idx]
+                    _, xr = self.ae_(xb)
+                    loss = ((xr - xb) ** 2).sum(1).mean()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+
+        Z0 = self._embed(Xt).double().cpu().numpy()
+        R0 = (
+            centers_from_labels(Z0, lab, self.n_clusters, rng)
+            if lab is not None
+            else (kmeans_plusplus(Z0, self.n_clusters, rng))
+        )
+        self.init_labels_ = sq_distances(Z0, R0).argmin(1).astype(np.int64)
+        self.reps_ = torch.nn.Parameter(torch.as_tensor(R0, dtype=dt, device=dev))
+
+        opt = torch.optim.Adam([*self.ae_.parameters(), self.reps_], lr=self.lr)
+        s = float(self.s0)
+        for _ in range(self.n_rounds):
+            for _ in range(self.epochs_per_s):
+                tot = rec_sum = pm_sum = 0.0
+                batches = self._batches(N, gen, dev)
+                for idx in batches:
+                    xb = Xt[idx]
+                    zb, xr = self.ae_(xb)
+                    rec = ((xr - xb) ** 2).sum(1).mean()
+                    pm = power_mean_loss(zb, self.reps_, s)
+                    loss = rec + self.lambda_pk * pm + self.lambda_reg * self._decoder_sq()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    tot += float(loss.detach())
+                    rec_sum += float(rec.detach())
+                    pm_sum += float(pm.detach())
+                nb = len(batches)
+                history["loss"].append(tot / nb)
+                if not math.isfinite(tot):
+                    raise FloatingPointError(f"deep power k-means loss became {tot} at s={s}")
+            history["reconstruction"].append(rec_sum / nb)
+            history["power_mean"].append(pm_sum / nb)
+            history["s"].append(s)
+            s *= self.p_rate
+
+        self.history_ = history
+        self.s_ = s / self.p_rate
+        self.cluster_centers_ = self.reps_.detach().double().cpu().numpy()
+        self.labels_ = self._assign(Xt)
+        return self
+
+    def _assign(self, Xt: torch.Tensor) -> np.ndarray:
+        Z = self._embed(Xt)
+        with torch.inference_mode():
+            return _sq_dist_t(Z, self.reps_.detach()).argmin(1).cpu().numpy().astype(np.int64)
+
+    def _fitted(self):
+        if not hasattr(self, "reps_"):
+            raise RuntimeError("DeepPowerKMeans is not fitted yet; call fit first")
+
+    def _to_tensor(self, X) -> torch.Tensor:
+        self._fitted()
+        X = check_array_2d(X)
+        p = self.ae_.encoder[0].in_features
+        if X.shape[1] != p:
+            raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {p}")
+        return torch.as_tensor(np.asarray(X), dtype=self.reps_.dtype).to(self.reps_.device)
+
+    def predict(self, X):
+        return self._assign(self._to_tensor(X))
+
+    def transform(self, X) -> np.ndarray:
+        """(N, e) embeddings."""
+        return self._embed(self._to_tensor(X)).double().cpu().numpy()
+
+    def n_parameters(self) -> int:
+        self._fitted()
+        return int(sum(p.numel() for p in self.ae_.parameters()) + self.reps_.numel())
+
+    # -- artifacts ----------------------------------------------------------------------------
+    def save_artifacts(self, X, outdir, image_shape=()) -> list[Path]:
+        """Write ``curves.png`` (losses per round) and ``embedding.png`` (PCA of the embedding,
+        coloured by cluster, representatives as crosses) into ``outdir``."""
+        from matplotlib.figure import Figure  # Agg canvas, no pyplot global state
+
+        outdir = Path(outdir)
+        outdir.mkdir(parents=True, exist_ok=True)
+        Z = self.transform(X)
+        labels = self.predict(X)
+        R = self.cluster_centers_
+        paths = []
+
+        h = self.history_
+        fig = Figure(figsize=(9, 3))
+        axs = fig.subplots(1, 3)
+        rounds = np.arange(1, len(h["s"]) + 1)
+        axs[0].plot(rounds, h["reconstruction"], "o-")
+        axs[0].set(xlabel="round (value of s)", ylabel="reconstruction loss")
+        axs[1].plot(rounds, h["power_mean"], "o-")
+        axs[1].set(xlabel="round (value of s)", ylabel="power-mean loss", yscale="log")
+        axs[2].plot(rounds, np.abs(h["s"]), "o-")
+        axs[2].set(xlabel="round", ylabel="|s|", yscale="log")
+        fig.tight_layout()
+        paths.append(outdir / "curves.png")
+        fig.savefig(paths[-1], dpi=80)
+
+        # PCA of the embedding (centred on the data, projected with the same axes)
+        mu = Z.mean(0)
+        _, _, Vt = np.linalg.svd(Z - mu, full_matrices=False)
+        P = Vt[:2].T if Vt.shape[0] >= 2 else np.eye(Z.shape[1], 2)
+        Z2, R2 = (Z - mu) @ P, (R - mu) @ P
+        fig = Figure(figsize=(5, 5))
+        ax = fig.subplots()
+        ax.scatter(Z2[:, 0], Z2[:, 1], c=labels, cmap="tab10", s=4, alpha=0.7)
+        ax.scatter(R2[:, 0], R2[:, 1], c="k", marker="x", s=60)
+        ax.set(title="embedding (PCA), coloured by cluster", xlabel="PC 1", ylabel="PC 2")
+        fig.tight_layout()
+        paths.append(outdir / "embedding.png")
+        fig.savefig(paths[-1], dpi=80)
+        return paths
