@@ -13,10 +13,11 @@ include: "rules/init.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/em.smk"
 include: "rules/tracking.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_outputs(),
-    default_target: True

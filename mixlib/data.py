@@ -9,8 +9,13 @@ Every dataset is a pair ``X`` (N, d) float, ``y`` (N,) int. Sources:
 others          downloaded / staged real datasets, see :mod:`mixlib.download`
 
 The prepared file (``results/data/{dataset}.npz``) holds ``X`` (float32), ``y`` (int64),
-``image_shape`` and a JSON copy of the metadata: n, d, number of classes, the checksum of the raw
-content and of the prepared arrays, the preprocessing applied.
+``image_shape``, ``is_train`` (N,) bool where the dataset keeps its official train/test split
+(``split: train_test``), and a JSON copy of the metadata: n, d, number of classes, the split, the
+checksum of the raw content and of the prepared arrays, the preprocessing applied.
+
+With a split, the train rows are the only ones anything is fitted on: the scaler here, the
+initialisations and the models downstream; metrics are reported on the test rows (the protocol
+of the BigLearn-EM reference code on Pendigits). Without one, every row is used for everything.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class Dataset:
     name: str
     image_shape: tuple[int, ...] = ()
     meta: dict = field(default_factory=dict)
+    is_train: np.ndarray | None = None  # (N,) bool, the official training rows; None: no split
 
     @property
     def n_classes(self) -> int:
@@ -52,6 +58,9 @@ def content_checksum(X: np.ndarray, y: np.ndarray) -> str:
 
 
 # --- embedded sources -----------------------------------------------------------------------
+
+#: sources that need no download; every other source is a key of ``mixlib.download.SOURCES``
+EMBEDDED_SOURCES = ("digits", "mnist5k", "synthetic", "npz")
 
 # sha256 of the raw content; a different library version shipping other data fails loudly
 EMBEDDED_CHECKSUMS = {
@@ -124,9 +133,20 @@ def load_npz(path: str | Path, *, min_samples: int = 1):
     return X.astype(np.float64), y.astype(np.int64), image_shape
 
 
-def load_source(spec: dict):
-    """Load raw ``(X, y, image_shape)`` for a dataset entry of the config."""
+def load_source(spec: dict, *, raw_dir=None, file_sha256=None):
+    """Load raw ``(X, y, image_shape, is_train)`` for a dataset entry of the config.
+
+    ``is_train`` is the official training indicator (N,) for ``split: train_test``, else None.
+    Downloadable sources are read from ``raw_dir/<source>/`` (verified, never downloaded) when
+    ``raw_dir`` is given, as the workflow does after its ``download_dataset`` job; else they are
+    fetched into ``data/raw`` (:func:`mixlib.download.load_with_split`). ``file_sha256``:
+    expected sha256 per file name replacing the published checksums.
+    """
     source = spec["source"]
+    split = spec.get("split") or "all"
+    if split != "all" and source in EMBEDDED_SOURCES:
+        raise DatasetError(f"split: {split!r} needs a source with an official train/test split")
+    is_train = None
     if source == "digits":
         X, y, shape = _load_digits()
     elif source == "mnist5k":
@@ -138,20 +158,28 @@ def load_source(spec: dict):
     else:
         from . import download
 
-        X, y, shape = download.load(source, spec)
-    return X, y, shape
+        opts = {"split": split, "file_sha256": file_sha256}
+        if raw_dir is not None:
+            opts.update(data_dir=raw_dir, download=False)
+        X, y, shape, is_train = download.load_with_split(source, opts)
+        if split != "train_test":
+            is_train = None
+    return X, y, shape, is_train
 
 
 # --- preprocessing --------------------------------------------------------------------------
 
 
-def preprocess(X: np.ndarray, image_shape, *, scale="minmax", resize=None):
+def preprocess(X: np.ndarray, image_shape, *, scale="minmax", resize=None, fit_rows=None):
     """Apply the configured preprocessing; return ``(X, image_shape)``.
 
     scale: ``minmax`` (to [0, 1], by the global min/max so images keep their contrast),
     ``minmax_feature`` (each feature to [0, 1]), ``standard`` (zero mean, unit variance per
     feature; constant features stay 0), ``none``.
     resize: ``[h, w]`` to resample images (bilinear, antialiased) before scaling.
+    fit_rows: (N,) bool, the rows the scaling statistics are computed on (the training part);
+    None = every row. The other rows are transformed with those statistics, so they may fall
+    outside [0, 1].
     Images are always flattened to (N, h*w).
     """
     X = np.asarray(X, dtype=np.float64)
@@ -160,15 +188,23 @@ def preprocess(X: np.ndarray, image_shape, *, scale="minmax", resize=None):
         if not image_shape:
             raise DatasetError("preprocess.resize needs an image dataset")
         X, image_shape = _resize(X, image_shape, tuple(resize))
+    F = X
+    if fit_rows is not None:
+        fit_rows = np.asarray(fit_rows, dtype=bool)
+        if fit_rows.shape != (X.shape[0],) or not fit_rows.any():
+            raise DatasetError(
+                f"preprocess: fit_rows must be a non-empty (N,) bool mask, N={X.shape[0]}"
+            )
+        F = X[fit_rows]
     if scale == "minmax":
-        lo, hi = X.min(), X.max()
+        lo, hi = F.min(), F.max()
         X = (X - lo) / (hi - lo if hi > lo else 1.0)
     elif scale == "minmax_feature":
-        lo, hi = X.min(0), X.max(0)
+        lo, hi = F.min(0), F.max(0)
         X = (X - lo) / np.where(hi > lo, hi - lo, 1.0)
     elif scale == "standard":
-        sd = X.std(0)
-        X = (X - X.mean(0)) / np.where(sd > 0, sd, 1.0)
+        sd = F.std(0)
+        X = (X - F.mean(0)) / np.where(sd > 0, sd, 1.0)
     elif scale != "none":
         raise DatasetError(f"preprocess.scale: unknown value {scale!r}")
     return X, tuple(image_shape)
@@ -186,9 +222,10 @@ def _resize(X, image_shape, size):
 # --- prepared files -------------------------------------------------------------------------
 
 
-def prepare(name: str, spec: dict) -> Dataset:
-    """Load, validate and preprocess the dataset described by ``spec`` (a config entry)."""
-    X, y, shape = load_source(spec)
+def prepare(name: str, spec: dict, *, raw_dir=None, file_sha256=None) -> Dataset:
+    """Load, validate and preprocess the dataset described by ``spec`` (a config entry);
+    ``raw_dir``, ``file_sha256``: see :func:`load_source`."""
+    X, y, shape, is_train = load_source(spec, raw_dir=raw_dir, file_sha256=file_sha256)
     raw_sum = content_checksum(X, y)
     expected = spec.get("checksum") or EMBEDDED_CHECKSUMS.get(spec["source"])
     if expected and expected != raw_sum:
@@ -196,11 +233,12 @@ def prepare(name: str, spec: dict) -> Dataset:
             f"dataset {name!r}: content checksum {raw_sum} differs from the expected {expected}"
         )
     pre = dict(spec.get("preprocess", {}))
-    Xp, shape = preprocess(X, shape, **pre)
+    Xp, shape = preprocess(X, shape, **pre, fit_rows=is_train)
     Xp = Xp.astype(np.float32)
     n_clusters = spec.get("n_clusters") or int(np.unique(y).size)
-    if Xp.shape[0] < n_clusters:
-        raise DatasetError(f"dataset {name!r}: {Xp.shape[0]} samples < n_clusters={n_clusters}")
+    n_fit = Xp.shape[0] if is_train is None else int(is_train.sum())
+    if n_fit < n_clusters:
+        raise DatasetError(f"dataset {name!r}: {n_fit} training samples < n_clusters={n_clusters}")
     meta = {
         "name": name,
         "source": spec["source"],
@@ -209,14 +247,17 @@ def prepare(name: str, spec: dict) -> Dataset:
         "n_classes": int(np.unique(y).size),
         "n_clusters": int(n_clusters),
         "image_shape": list(shape),
+        "split": spec.get("split") or "all",
+        "n_train": int(is_train.sum()) if is_train is not None else None,
         "raw_checksum": raw_sum,
         "checksum": content_checksum(Xp, y),
         "preprocess": pre,
     }
-    return Dataset(Xp, y, name, shape, meta)
+    return Dataset(Xp, y, name, shape, meta, is_train)
 
 
 def save_prepared(ds: Dataset, path: str | Path) -> None:
+    split = {} if ds.is_train is None else {"is_train": np.asarray(ds.is_train, dtype=bool)}
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(
@@ -225,10 +266,25 @@ def save_prepared(ds: Dataset, path: str | Path) -> None:
                 y=ds.y,
                 image_shape=np.asarray(ds.image_shape, dtype=np.int64),
                 meta=np.asarray(json.dumps(ds.meta)),
+                **split,
             )
 
 
 def load_prepared(path: str | Path) -> Dataset:
     with np.load(path, allow_pickle=False) as f:
         meta = json.loads(str(f["meta"]))
-        return Dataset(f["X"], f["y"], meta["name"], tuple(int(s) for s in f["image_shape"]), meta)
+        is_train = f["is_train"] if "is_train" in f.files else None
+        shape = tuple(int(s) for s in f["image_shape"])
+        return Dataset(f["X"], f["y"], meta["name"], shape, meta, is_train)
+
+
+def eval_rows(ds: Dataset) -> np.ndarray:
+    """(N,) bool: the rows metrics are reported on: the test rows when the dataset keeps its
+    official split, else every row."""
+    return ~ds.is_train if ds.is_train is not None else np.ones(ds.y.shape[0], dtype=bool)
+
+
+def fit_rows(ds: Dataset) -> np.ndarray:
+    """(N,) bool: the rows initialisations and models are fitted on: the training rows when the
+    dataset keeps its official split, else every row."""
+    return ds.is_train.copy() if ds.is_train is not None else np.ones(ds.y.shape[0], dtype=bool)

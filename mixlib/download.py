@@ -7,7 +7,12 @@ temporary file beside the target, verified, then renamed into place), and otherw
 :class:`~mixlib.data.DatasetError` that lists, for every missing file, its URLs, its checksum and
 the exact path to put it at, so that a machine without internet can be staged by hand. A file
 whose checksum does not match is never used and never deleted: the error names it and both
-checksums.
+checksums. ``file_sha256`` replaces a published checksum by one the user gives
+(:func:`with_file_sha256`).
+
+:func:`stage_or_download` is the workflow's ``download_dataset`` job: it copies the files the
+user staged under ``<staged_dir>/<source>/`` (verified first) into ``results/raw/<source>/`` and
+downloads the others there (or, offline, lists where to stage them).
 
 :func:`load` returns ``(X, y, image_shape)`` as :func:`mixlib.data.load_source` expects: ``X``
 float64 (N, d) or (N, h, w), ``y`` int64 (N,) with labels 0..C-1. :func:`load_with_split` adds
@@ -36,6 +41,8 @@ import gzip
 import hashlib
 import logging
 import os
+import re
+import shutil
 import tempfile
 import urllib.error
 import urllib.request
@@ -54,6 +61,10 @@ TIMEOUT_S = 60
 _CHUNK = 1 << 20
 #: where the sha256 of files without a published checksum is recorded at first use
 TRUSTED_SUMS = "TRUSTED_SHA256SUMS"
+
+
+class MissingFilesError(DatasetError):
+    """Files of a source are neither in place nor downloadable; the message lists them."""
 
 
 @dataclass(frozen=True)
@@ -264,14 +275,71 @@ def _get_source(source: str) -> RemoteSource:
         ) from None
 
 
-def fetch(source: str, data_dir: str | Path, *, download: bool = True) -> list[Path]:
+def with_file_sha256(src: RemoteSource, file_sha256: dict[str, str] | None) -> RemoteSource:
+    """``src`` with the expected checksum of some files replaced by a sha256 given by the user.
+
+    For files without a published checksum (pin what trust on first use would record) and for
+    copies that differ on purpose from the published ones (e.g. tiny files in tests). A
+    replaced checksum is checked exactly like a published one; the size is no longer checked.
+
+    Parameters
+    ----------
+    src : the registry entry.
+    file_sha256 : ``{file name: sha256 hex digest}``; None or empty changes nothing.
+
+    Raises
+    ------
+    DatasetError
+        naming a file that is not part of ``src`` or a digest that is not 64 hex digits.
+    """
+    if not file_sha256:
+        return src
+    names = [f.name for f in src.files]
+    unknown = sorted(set(file_sha256) - set(names))
+    if unknown:
+        raise DatasetError(
+            f"file_sha256.{src.name}: {unknown} not file(s) of source {src.name!r}; its files "
+            f"are {names}"
+        )
+    files = []
+    for f in src.files:
+        digest = file_sha256.get(f.name)
+        if digest is not None:
+            if not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+                raise DatasetError(
+                    f"file_sha256.{src.name}.{f.name}: {digest!r} is not a sha256 hex digest"
+                )
+            log.warning(
+                "%s/%s: expected checksum set by file_sha256 to sha256 %s (published: %s)",
+                src.name,
+                f.name,
+                digest.lower(),
+                f"{f.algo} {f.checksum}" if f.checksum else "none",
+            )
+            f = replace(f, algo="sha256", checksum=digest.lower(), size=None)
+        files.append(f)
+    return replace(src, files=tuple(files))
+
+
+def fetch(
+    source: str | RemoteSource,
+    data_dir: str | Path,
+    *,
+    download: bool = True,
+    file_sha256: dict[str, str] | None = None,
+    stage_hint: str | Path | None = None,
+) -> list[Path]:
     """Make sure every file of ``source`` is in ``data_dir/<source>/``, verified.
 
     Parameters
     ----------
-    source : a key of :data:`SOURCES`.
+    source : a key of :data:`SOURCES` (or a :class:`RemoteSource`).
     data_dir : root of the raw data; files live in ``data_dir/<source>/<file name>``.
     download : fetch missing files from their URLs (else only check what is staged).
+    file_sha256 : expected sha256 per file name, replacing the published checksum (see
+        :func:`with_file_sha256`).
+    stage_hint : the root the error message tells the user to put missing files under
+        (``stage_hint/<source>/<file name>``); default ``data_dir``.
 
     Returns
     -------
@@ -284,8 +352,10 @@ def fetch(source: str, data_dir: str | Path, *, download: bool = True) -> list[P
         files are missing and cannot be downloaded: the message lists every missing file with
         its checksum, URLs and the path to put it at.
     """
-    src = _get_source(source)
+    src = source if isinstance(source, RemoteSource) else _get_source(source)
+    src = with_file_sha256(src, file_sha256)
     root = Path(data_dir) / src.name
+    shown = Path(stage_hint if stage_hint is not None else data_dir) / src.name
     paths, missing = [], []
     for f in src.files:
         path = root / f.name
@@ -300,9 +370,9 @@ def fetch(source: str, data_dir: str | Path, *, download: bool = True) -> list[P
                 f = replace(f, algo="sha256", checksum=recorded)
             errors = _download_one(f, path)
             if errors:
-                missing.append((f, path, errors))
+                missing.append((f, shown / f.name, errors))
         else:
-            missing.append((f, path, []))
+            missing.append((f, shown / f.name, []))
     if missing:
         lines = [
             f"source {src.name!r}: {len(missing)} of {len(src.files)} file(s) missing"
@@ -321,8 +391,77 @@ def fetch(source: str, data_dir: str | Path, *, download: bool = True) -> list[P
             lines.extend(f"      error: {e}" for e in errors)
         if not download:
             lines.append("or set download: true to fetch them.")
-        raise DatasetError("\n".join(lines))
+        raise MissingFilesError("\n".join(lines))
     return paths
+
+
+def stage_or_download(
+    source: str,
+    out_dir: str | Path,
+    *,
+    staged_dir: str | Path | None = None,
+    download: bool = True,
+    file_sha256: dict[str, str] | None = None,
+) -> list[Path]:
+    """Put every file of ``source``, verified, in ``out_dir/<source>/``: copied from
+    ``staged_dir/<source>/`` where the user staged it, else downloaded.
+
+    This is the workflow's ``download_dataset`` job. A staged file is verified in place (a
+    corrupt one is named, with both checksums, and left untouched) before it is copied; the
+    copy is verified again by :func:`fetch`, which downloads what was not staged.
+
+    Parameters
+    ----------
+    source : a key of :data:`SOURCES`.
+    out_dir : root of the raw files the pipeline reads (``results/raw``).
+    staged_dir : root of the staged original files (``<staged_dir>/<source>/<file name>``),
+        or None.
+    download : fetch files that are not staged from their URLs.
+    file_sha256 : expected sha256 per file name, replacing the published checksum.
+
+    Returns
+    -------
+    list of Path, one per file of the source, in registry order, under ``out_dir/<source>/``.
+
+    Raises
+    ------
+    DatasetError
+        a staged file fails its check, or files are neither staged nor downloadable: the
+        message lists each with its checksum, URLs and the path to stage it at.
+    """
+    src = with_file_sha256(_get_source(source), file_sha256)
+    root = Path(out_dir) / src.name
+    if staged_dir is not None:
+        for f in src.files:
+            staged = Path(staged_dir) / src.name / f.name
+            if not staged.is_file():
+                continue
+            _check_staged(src, f, staged)
+            root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{f.name}.", suffix=".part")
+            os.close(fd)
+            try:
+                shutil.copyfile(staged, tmp)
+                os.replace(tmp, root / f.name)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+            log.info("staged %s -> %s", staged, root / f.name)
+    try:
+        return fetch(
+            src,
+            out_dir,
+            download=download,
+            stage_hint=staged_dir if staged_dir is not None else "<data_dir>",
+        )
+    except MissingFilesError as e:
+        if staged_dir is not None:
+            raise
+        raise MissingFilesError(
+            f"{e}\nNo staging directory is configured: put the files in a directory of your "
+            f"choice as <data_dir>/{src.name}/<file name> and set `data_dir: <that directory>` "
+            f"in the workflow config."
+        ) from None
 
 
 # --- parsers ----------------------------------------------------------------------------------
@@ -687,6 +826,10 @@ SOURCES: dict[str, RemoteSource] = {
 
 # --- loading ----------------------------------------------------------------------------------
 
+#: values of a dataset's ``split``: every row without a split, every row with the official
+#: train/test indicator (scaling and models fitted on train, metrics on test), one part only
+SPLITS = ("all", "train_test", "train", "test")
+
 
 def load_with_split(source: str, spec: dict):
     """Fetch and parse ``source``; return ``(X, y, image_shape, is_train)``.
@@ -694,10 +837,11 @@ def load_with_split(source: str, spec: dict):
     Parameters
     ----------
     source : a key of :data:`SOURCES`.
-    spec : dataset entry of the config. Keys used: ``data_dir`` (default ``"data/raw"``,
-        relative to the working directory), ``download`` (default True), ``split``
-        (``"all"`` (default), ``"train"`` or ``"test"``; only for sources with an official
-        split: mnist, fashion_mnist, usps, pendigits).
+    spec : options. Keys used: ``data_dir`` (default ``"data/raw"``, relative to the working
+        directory), ``download`` (default True), ``file_sha256`` (see
+        :func:`with_file_sha256`), ``split``: ``"all"`` (default) or ``"train_test"`` (every
+        row), ``"train"`` or ``"test"`` (that part only); all but ``"all"`` only for sources
+        with an official split: mnist, fashion_mnist, usps, pendigits.
 
     Returns
     -------
@@ -708,18 +852,25 @@ def load_with_split(source: str, spec: dict):
     """
     src = _get_source(source)
     split = spec.get("split") or "all"
-    if split not in ("all", "train", "test"):
-        raise DatasetError(f"source {source!r}: split must be all, train or test, got {split!r}")
+    if split not in SPLITS:
+        raise DatasetError(
+            f"source {source!r}: split must be one of {', '.join(SPLITS)}, got {split!r}"
+        )
     if split != "all" and not src.has_split:
         raise DatasetError(
             f"source {source!r} has no official train/test split; use split: all "
             f"(sources with one: {sorted(k for k, s in SOURCES.items() if s.has_split)})"
         )
     data_dir = spec.get("data_dir") or "data/raw"
-    paths = fetch(source, data_dir, download=bool(spec.get("download", True)))
+    paths = fetch(
+        source,
+        data_dir,
+        download=bool(spec.get("download", True)),
+        file_sha256=spec.get("file_sha256"),
+    )
     p = src.parser({f.name: path for f, path in zip(src.files, paths, strict=True)})
     X, y, is_train = p.X, p.y, p.is_train
-    if split != "all":
+    if split in ("train", "test"):
         keep = is_train if split == "train" else ~is_train
         X, y, is_train = X[keep], y[keep], is_train[keep]
     if X.shape[0] != y.shape[0] or X.shape[0] == 0:

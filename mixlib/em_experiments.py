@@ -20,12 +20,19 @@ import pandas as pd
 import torch
 
 from .models.biglearn import BigLearnEM
-from .models.gmm_em import GaussianMixtureEM, log_gaussian_prob
+from .models.gmm_em import GaussianMixtureEM, log_gaussian_prob, regularize_covariances
 from .utils import atomic_path
 
 GMM25_VARIANCE = 0.1
 GMM25_GRID = (-4.0, -2.0, 0.0, 2.0, 4.0)
 SIMULATION_METHODS = ("biglearn_em", "joint_em", "joint_em_plain")
+# table labels; "Joint-EM" is the reference code's Joint-EM (plain EM, eigenvalue floor, no
+# weight smoothing), so the reference's numbers sit beside the like-for-like method
+SIMULATION_LABELS = {
+    "biglearn_em": "BigLearn-EM",
+    "joint_em": "Joint-EM (smoothed weights)",
+    "joint_em_plain": "Joint-EM",
+}
 
 
 # --- the 25-component simulation --------------------------------------------------------------
@@ -166,27 +173,108 @@ def summarize_simulation(records: list[dict]) -> pd.DataFrame:
     return df.groupby("method")[["final_kl", "min_kl"]].agg(["mean", "std", "count"])
 
 
+def simulation_frame(records: list[dict]) -> pd.DataFrame:
+    """Tidy frame of simulation runs: method, label, seed, final_kl, min_kl, n_iter, n_inner."""
+    if not records:
+        raise ValueError("no simulation records to aggregate")
+    df = pd.DataFrame(
+        [
+            {
+                "method": r["method"],
+                "label": SIMULATION_LABELS[r["method"]],
+                **{k: r[k] for k in ("seed", "final_kl", "min_kl", "n_iter", "n_inner")},
+            }
+            for r in records
+        ]
+    )
+    order = {m: i for i, m in enumerate(SIMULATION_METHODS)}
+    key = lambda c: c.map(order) if c.name == "method" else c  # noqa: E731
+    return df.sort_values(["method", "seed"], key=key).reset_index(drop=True)
+
+
+def gmm25_reference(reference_csv, name: str | None = "gmm25_simulation") -> pd.DataFrame | None:
+    """The reference code's test joint KL (label, mean, std) from the reference CSV rows with
+    ``dataset == name`` and ``metric == "test_joint_kl"``; None if there are none."""
+    if not reference_csv or not name or not Path(reference_csv).exists():
+        return None
+    ref = pd.read_csv(reference_csv)
+    ref = ref[(ref["dataset"] == name) & (ref["metric"] == "test_joint_kl")]
+    if ref.empty:
+        return None
+    return pd.DataFrame({"label": ref["method"], "mean": ref["mean"], "std": ref["std"]})
+
+
+def gmm25_table(
+    df: pd.DataFrame, reference: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(cells, best)`` for :func:`mixlib.tables.write_tables`: rows ``final KL`` (last iterate,
+    our number) and ``min KL`` (minimum over iterations, the reference code's statistic), one
+    column per method as ``mean ± std (n=seeds)``, then one ``[reference code]`` column per
+    reference method (in the ``min KL`` row); the lowest mean of each row is marked best.
+
+    ``df`` is :func:`simulation_frame`'s output, ``reference`` :func:`gmm25_reference`'s."""
+    rows = {"final KL": "final_kl", "min KL": "min_kl"}
+    labels = list(dict.fromkeys(df["label"]))
+    means = pd.DataFrame(np.nan, index=list(rows), columns=labels)
+    cells = pd.DataFrame("", index=list(rows), columns=labels)
+    for label, g in df.groupby("label", sort=False):
+        for row, col in rows.items():
+            v = g[col].to_numpy(dtype=np.float64)
+            sd = f" ± {v.std(ddof=1):.3f}" if len(v) > 1 else ""
+            cells.loc[row, label] = f"{v.mean():.3f}{sd} (n={len(v)})"
+            means.loc[row, label] = v.mean()
+    if reference is not None:  # reference columns in the order of ours
+        rank = {label: i for i, label in enumerate(labels)}
+        reference = reference.sort_values("label", key=lambda c: c.map(rank).fillna(len(rank)))
+        for r in reference.itertuples():
+            col = f"{r.label} [reference code]"
+            cells[col], means[col] = "", np.nan
+            sd = "" if pd.isna(r.std) else f" ± {r.std:.3f}"
+            cells.loc["min KL", col] = f"{r.mean:.3f}{sd}"
+            means.loc["min KL", col] = r.mean
+    best = means.eq(means.min(axis=1), axis=0) & means.notna()
+    cells.index.name = "metric"
+    return cells, best
+
+
 # --- reference models for image data -------------------------------------------------------------
 
 
-def fit_single_gaussian(X, reg_covar: float = 1e-3, random_state=None) -> GaussianMixtureEM:
-    """The maximum-likelihood Gaussian (sample mean, covariance / N + ``reg_covar`` I)."""
+def _regularized(covs: np.ndarray, reg: str, reg_covar: float) -> np.ndarray:
+    """Covariances (K, D, D) regularised as :class:`GaussianMixtureEM` does after an M-step."""
+    t = torch.as_tensor(np.asarray(covs, dtype=np.float64))
+    return regularize_covariances(t, reg, reg_covar, "full").numpy()
+
+
+def _ml_covariance(X: np.ndarray) -> np.ndarray:
+    """Maximum-likelihood covariance (D, D) of the rows of X (N, D) (divides by N)."""
+    diff = X - X.mean(0)
+    return diff.T @ diff / len(X)
+
+
+def fit_single_gaussian(
+    X, reg_covar: float = 1e-3, random_state=None, reg: str = "ridge"
+) -> GaussianMixtureEM:
+    """The maximum-likelihood Gaussian (sample mean, covariance / N), regularised like
+    :class:`GaussianMixtureEM`: ``reg="ridge"`` adds ``reg_covar`` I, ``"floor"`` clips the
+    eigenvalues at ``reg_covar``."""
     X = np.asarray(X, dtype=np.float64)
-    cov = np.cov(X.T, bias=True) + reg_covar * np.eye(X.shape[1])
+    cov = _regularized(_ml_covariance(X)[None], reg, reg_covar)
     return GaussianMixtureEM.from_parameters(
-        np.ones(1), X.mean(0, keepdims=True), cov[None], device="cpu", random_state=random_state
+        np.ones(1), X.mean(0, keepdims=True), cov, device="cpu", random_state=random_state
     )
 
 
-def fit_naive_gmm(X, y, reg_covar: float = 1e-3, random_state=None) -> GaussianMixtureEM:
-    """The "naive GMM": one ML Gaussian per true class, weights n_c / n."""
+def fit_naive_gmm(
+    X, y, reg_covar: float = 1e-3, random_state=None, reg: str = "ridge"
+) -> GaussianMixtureEM:
+    """The "naive GMM": one ML Gaussian per true class, weights n_c / n (regularised as
+    :func:`fit_single_gaussian`)."""
     X, y = np.asarray(X, dtype=np.float64), np.asarray(y)
     classes = np.unique(y)
     weights = np.array([(y == c).mean() for c in classes])
     means = np.stack([X[y == c].mean(0) for c in classes])
-    covs = np.stack(
-        [np.cov(X[y == c].T, bias=True) + reg_covar * np.eye(X.shape[1]) for c in classes]
-    )
+    covs = _regularized(np.stack([_ml_covariance(X[y == c]) for c in classes]), reg, reg_covar)
     return GaussianMixtureEM.from_parameters(
         weights, means, covs, device="cpu", random_state=random_state
     )
@@ -240,16 +328,42 @@ def save_image_grid(images, image_shape, path, *, ncols: int = 8, title: str | N
     return _savefig(fig, path)
 
 
-def loglik_curves(X, inits=("random", "kmeans"), seeds=(0, 1, 2), **gmm_params) -> pd.DataFrame:
-    """Fit :class:`GaussianMixtureEM` per (init, seed); tidy frame of init, seed, iteration,
-    loglik (mean log-likelihood per sample)."""
-    rows = []
+def fit_loglik_runs(
+    X, inits=("random", "kmeans"), seeds=(0, 1, 2), **gmm_params
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Fit :class:`GaussianMixtureEM` once per (init, seed).
+
+    Returns
+    -------
+    curves : DataFrame with init, seed, iteration, loglik (mean log-likelihood per sample at the
+        parameters entering that iteration's M-step, ``history_["loglik"]``)
+    final : DataFrame with one row per fit: init, seed, loglik (mean log-likelihood at the
+        final parameters), n_iter, converged
+    models : dict (init, seed) -> fitted model
+    """
+    rows, finals, models = [], [], {}
     for init in inits:
         for seed in seeds:
             model = GaussianMixtureEM(init=init, random_state=int(seed), **gmm_params).fit(X)
+            models[(init, int(seed))] = model
             for it, ll in enumerate(model.history_["loglik"], start=1):
                 rows.append({"init": init, "seed": int(seed), "iteration": it, "loglik": ll})
-    return pd.DataFrame(rows)
+            finals.append(
+                {
+                    "init": init,
+                    "seed": int(seed),
+                    "loglik": model.score(X),
+                    "n_iter": int(model.n_iter_),
+                    "converged": bool(model.converged_),
+                }
+            )
+    return pd.DataFrame(rows), pd.DataFrame(finals), models
+
+
+def loglik_curves(X, inits=("random", "kmeans"), seeds=(0, 1, 2), **gmm_params) -> pd.DataFrame:
+    """Fit :class:`GaussianMixtureEM` per (init, seed); tidy frame of init, seed, iteration,
+    loglik (mean log-likelihood per sample)."""
+    return fit_loglik_runs(X, inits, seeds, **gmm_params)[0]
 
 
 def plot_loglik_curves(df: pd.DataFrame, path) -> Path:
@@ -285,16 +399,19 @@ def plot_sample_grids(
     n_samples: int = 16,
     reg_covar: float = 1e-3,
     seed: int = 0,
+    reg: str = "ridge",
 ) -> Path:
     """Rows: samples of the single Gaussian, of the naive GMM, of the fitted GMM, and the fitted
-    GMM's component means."""
+    GMM's component means; every image on the grey scale of the data's range (samples outside
+    it are clipped)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    single = fit_single_gaussian(X, reg_covar)
-    naive = fit_naive_gmm(X, y, reg_covar)
+    single = fit_single_gaussian(X, reg_covar, reg=reg)
+    naive = fit_naive_gmm(X, y, reg_covar, reg=reg)
+    lo, hi = float(np.min(X)), float(np.max(X))
     rows = [
         ("single Gaussian", single.sample(n_samples, random_state=seed)[0]),
         ("naive GMM", naive.sample(n_samples, random_state=seed)[0]),
@@ -310,7 +427,8 @@ def plot_sample_grids(
             ax = axes[r, c]
             ax.axis("off")
             if c < len(imgs):
-                ax.imshow(np.clip(imgs[c], 0, 1).reshape(image_shape), cmap="gray", vmin=0, vmax=1)
+                img = np.clip(imgs[c], lo, hi).reshape(image_shape)
+                ax.imshow(img, cmap="gray", vmin=lo, vmax=hi)
         axes[r, 0].set_title(label, loc="left", fontsize=8)
     return _savefig(fig, path)
 
@@ -341,6 +459,7 @@ def plot_kl_history(records: list[dict], path) -> Path:
         ax=ax,
         alpha=0.7,
     )
-    ax.set_yscale("log")
+    if (df["test_kl"] > 0).all():  # a Monte-Carlo KL near 0 can be negative: no log axis then
+        ax.set_yscale("log")
     ax.set_ylabel("test joint KL(q || p)")
     return _savefig(fig, path)

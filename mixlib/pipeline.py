@@ -82,11 +82,40 @@ def run_job(smk, stage, *, torch_threads: bool = False, **kwargs):
 # --- stages ---------------------------------------------------------------------------------
 
 
-def prepare_dataset(
-    *, name: str, spec: dict, out_data: str, out_meta: str, tracker=tracking.NULL_TRACKER
+def download_dataset(
+    *,
+    source: str,
+    out_dir: str,
+    staged_dir: str | None = None,
+    download: bool = True,
+    file_sha256: dict | None = None,
+    tracker=tracking.NULL_TRACKER,
 ):
-    """Load, validate, preprocess; write the prepared ``.npz`` and its metadata JSON."""
-    ds = datalib.prepare(name, spec)
+    """Put the verified raw files of ``source`` in ``out_dir/<source>/``: copied from
+    ``staged_dir`` where staged, else downloaded (:func:`mixlib.download.stage_or_download`)."""
+    from . import download as downloadlib
+
+    paths = downloadlib.stage_or_download(
+        source, out_dir, staged_dir=staged_dir, download=download, file_sha256=file_sha256
+    )
+    tracker.log_params({"source": source, "staged_dir": staged_dir, "download": download})
+    for p in paths:
+        log.info("%s: %s (%d bytes)", source, p, p.stat().st_size)
+
+
+def prepare_dataset(
+    *,
+    name: str,
+    spec: dict,
+    out_data: str,
+    out_meta: str,
+    raw_dir: str | None = None,
+    file_sha256: dict | None = None,
+    tracker=tracking.NULL_TRACKER,
+):
+    """Load, validate, preprocess; write the prepared ``.npz`` and its metadata JSON.
+    Downloadable sources are read, verified, from ``raw_dir/<source>/``."""
+    ds = datalib.prepare(name, spec, raw_dir=raw_dir, file_sha256=file_sha256)
     datalib.save_prepared(ds, out_data)
     write_json(out_meta, ds.meta)
     tracker.log_params({"dataset": ds.meta})
@@ -113,12 +142,20 @@ def initialize(
     out_record: str,
     tracker=tracking.NULL_TRACKER,
 ):
-    """Run an initialisation method; write its labels (-1 = unseen) and its metrics record."""
+    """Run an initialisation method; write its labels (-1 = unseen) and its metrics record.
+
+    With a train/test split the method sees the training rows only (test rows get -1), and,
+    having no way to label unseen rows, it is scored on the rows it labelled (``rows: train``).
+    """
     ds = datalib.load_prepared(data_path)
     spec = dict(spec)
     method = spec.pop("method")
+    fit = datalib.fit_rows(ds)
     t0 = time.perf_counter()
-    labels, info = initlib.initialize(ds.X, ds.meta["n_clusters"], method, seed=seed, **spec)
+    labels = np.full(ds.y.shape[0], -1, dtype=np.int64)
+    labels[fit], info = initlib.initialize(
+        ds.X[fit], ds.meta["n_clusters"], method, seed=seed, **spec
+    )
     seconds = time.perf_counter() - t0
     save_npy(out_labels, labels)
     seen = labels >= 0
@@ -131,6 +168,7 @@ def initialize(
         seed=seed,
         params=np.nan,
         n=int(seen.sum()),
+        rows="all" if ds.is_train is None else "train",
         seconds=seconds,
         run_id=tracker.run_id,
         method=method,
@@ -157,20 +195,30 @@ def train_model(
 ):
     """Fit model ``kind`` (from the registry) from an initial assignment; write its labels
     (``labels``, and ``init_labels`` for the untrained model where it has them) and an info JSON
-    (parameter count, curves, timings)."""
+    (parameter count, curves, timings).
+
+    With a train/test split the model is fitted on the training rows and ``labels`` are its
+    predictions for every row; ``init_labels`` exist for the training rows only (-1 elsewhere).
+    """
     ds = datalib.load_prepared(data_path)
-    init_labels = np.load(init_path) if init_path else None
+    fit = datalib.fit_rows(ds)
+    init_labels = np.load(init_path)[fit] if init_path else None
     model = build_model(kind, n_clusters=ds.meta["n_clusters"], random_state=seed, **params)
     tracker.log_params({"kind": kind, "seed": seed, **model.get_params()})
     t0 = time.perf_counter()
     fit_kw = {"init_labels": init_labels} if init_labels is not None else {}
     # y is passed only so that models can record per-epoch metrics in their history; no model
     # fits on it (the estimators' fit(X, y=None) contract)
-    model.fit(ds.X, ds.y, **fit_kw)
+    model.fit(ds.X[fit], ds.y[fit], **fit_kw)
     seconds = time.perf_counter() - t0
-    arrays = {"labels": np.asarray(model.labels_, dtype=np.int64)}
+    if ds.is_train is None:
+        labels = model.labels_
+    else:
+        labels = model.predict(ds.X)
+    arrays = {"labels": np.asarray(labels, dtype=np.int64)}
     if getattr(model, "init_labels_", None) is not None:
-        arrays["init_labels"] = np.asarray(model.init_labels_, dtype=np.int64)
+        arrays["init_labels"] = np.full(ds.y.shape[0], -1, dtype=np.int64)
+        arrays["init_labels"][fit] = model.init_labels_
     with atomic_path(out_labels) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
@@ -183,6 +231,7 @@ def train_model(
         "fit_seconds": seconds,
         "history": history,
         "run_id": tracker.run_id,
+        "missing_frac": _missing_frac(model),
     }
     write_json(out_info, info)
     tracker.log_metrics({"fit_seconds": seconds, "n_parameters": info["n_parameters"]})
@@ -193,11 +242,19 @@ def train_model(
         out.mkdir(parents=True, exist_ok=True)
         paths = [plots.curves(history, out / "curves.png", title=f"{kind} seed {seed}")]
         if hasattr(model, "save_artifacts"):
-            paths += model.save_artifacts(ds.X, out, image_shape=ds.image_shape)
+            paths += model.save_artifacts(ds.X[fit], out, image_shape=ds.image_shape)
         for p in paths:
             if p is not None:
                 tracker.log_artifact(p, "figures")
     log.info("%s seed %d fitted in %.1f s", kind, seed, seconds)
+
+
+def _missing_frac(model) -> float | None:
+    """Fraction of the training entries a model with missing-data support (a ``mask_``
+    attribute, e.g. MixMate's erased pixels) did not see; None for models without one."""
+    if not hasattr(model, "mask_"):
+        return None
+    return 0.0 if model.mask_ is None else float(1.0 - np.mean(model.mask_))
 
 
 def evaluate(
@@ -212,16 +269,25 @@ def evaluate(
     out_record: str,
     tracker=tracking.NULL_TRACKER,
 ):
-    """Score a trained model's labels (TRAIN) and, where present, its untrained labels (INIT)."""
+    """Score a trained model's labels (TRAIN) and, where present, its untrained labels (INIT),
+    on :func:`mixlib.data.eval_rows`: the test rows with a train/test split, else every row. A
+    stage without labels for those rows (INIT with a split: the untrained model saw only the
+    training rows) is left out, and the log says so."""
     ds = datalib.load_prepared(data_path)
     info = read_json(info_path)
+    rows = datalib.eval_rows(ds)
+    rows_name = "all" if ds.is_train is None else "test"
     records = []
     with np.load(labels_path) as f:
         stages = [("train", f["labels"])] + (
             [("init", f["init_labels"])] if "init_labels" in f.files else []
         )
         for stage, lab in stages:
-            m = metriclib.cluster_metrics(ds.y, lab)
+            lab = lab[rows]
+            if (lab < 0).any():
+                log.info("%s: no %s labels for the %s rows; not scored", model, stage, rows_name)
+                continue
+            m = metriclib.cluster_metrics(ds.y[rows], lab)
             records.append(
                 dict(
                     dataset=dataset,
@@ -231,9 +297,11 @@ def evaluate(
                     seed=seed,
                     params=info["n_parameters"],
                     n=int(lab.size),
+                    rows=rows_name,
                     kind=info["kind"],
                     seconds=info["fit_seconds"],
                     run_id=info["run_id"],
+                    missing_frac=info.get("missing_frac"),
                     **m,
                 )
             )
@@ -280,3 +348,175 @@ def aggregate(
         fig = plots.metrics_by_method(long, name, Path(figure_dir) / f"{name}_metrics.png")
         tracker.log_artifact(fig, "figures")
     tracker.log_metrics({"n_records": len(long)})
+
+
+def sweep_table(
+    *,
+    records: list[str],
+    dataset: str,
+    model: str,
+    param: str,
+    values: dict,
+    params: dict,
+    out_md: str,
+    out_tex: str,
+    out_csv: str,
+    out_figure: str,
+    tracker=tracking.NULL_TRACKER,
+):
+    """Table (md/tex/csv) and figure of one sweep (``sweep`` in the config) on one dataset:
+    the metrics of ``model`` against the values of ``param``.
+
+    ``values`` maps each trained model name (the model and its variants) to its value of
+    ``param``; ``params`` are the model's own, stated in the title. Where a model trained on data
+    with missing entries the table has a ``missing %`` column and the title says that
+    init stage clustered the complete data (only fully observed points' labels seed the model).
+    """
+    recs = [dict(r, source=str(p)) for p in records for r in read_json(p)]
+    long = tables.long_table(recs)
+    summary = tables.sweep_summary(long, values, model)
+    fixed = ", ".join(f"{k}={v}" for k, v in params.items() if k != param)
+    title = f"{dataset}: {model} against {param}; mean ± std over seeds (n runs)"
+    if fixed:
+        title += f"; other params: {fixed}"
+    if "missing_frac" in summary and (summary["missing_frac"] > 0).any():
+        title += (
+            "; missing % = pixels the model did not see (erased per image, masks fixed by the "
+            "seed); the init stage clustered the complete images, and only the labels of "
+            "fully observed images built the initial dictionaries"
+        )
+    for p in tables.write_sweep_tables(summary, param, title, out_md, out_tex, out_csv):
+        tracker.log_artifact(p, "tables")
+    long = long[long.model.isin(list(values))].copy()
+    long["value"] = long.model.map(values).astype(float)
+    long["method"] = [tables.method_label(model, i, s) for i, s in zip(long.init, long.stage)]
+    fig = plots.metrics_vs_value(long, param, out_figure, title=f"{dataset}: {model}")
+    tracker.log_artifact(fig, "figures")
+    tracker.log_params({"dataset": dataset, "model": model, "param": param})
+    log.info("sweep of %s on %s:\n%s", param, dataset, summary.to_string())
+
+
+# --- Gaussian-mixture experiments (issue 4): mixlib.em_experiments behind the rules of em.smk
+
+
+def gmm_exercise(
+    *,
+    data_path: str,
+    dataset: str,
+    inits: list[str],
+    seeds: list[int],
+    params: dict,
+    n_samples: int,
+    out_curves: str,
+    out_final: str,
+    out_loglik_figure: str,
+    out_samples_figure: str,
+    tracker=tracking.NULL_TRACKER,
+):
+    """GMM-on-images exercise: EM (:class:`~mixlib.models.GaussianMixtureEM`, ``params``) from
+    every init and seed on the dataset's fitting rows; writes the log-likelihood curves (CSV and
+    figure), the final mean log-likelihoods beside the single-Gaussian and naive-GMM references
+    (CSV), and sample grids of the three models beside the best fit's component means."""
+    import pandas as pd
+
+    from . import em_experiments as em
+
+    ds = datalib.load_prepared(data_path)
+    if not ds.image_shape:
+        raise ValueError(f"gmm_exercise needs an image dataset; {dataset!r} has no image_shape")
+    fit = datalib.fit_rows(ds)
+    X, y = ds.X[fit].astype(np.float64), ds.y[fit]
+    params = {"n_clusters": ds.meta["n_clusters"], **params}
+    reg, reg_covar = params.get("reg", "ridge"), params.get("reg_covar", 1e-6)
+    tracker.log_params({"dataset": dataset, "inits": inits, "seeds": seeds, **params})
+    curves, final, models = em.fit_loglik_runs(X, inits, seeds, **params)
+    refs = [
+        ("single_gaussian", em.fit_single_gaussian(X, reg_covar, reg=reg)),
+        ("naive_gmm", em.fit_naive_gmm(X, y, reg_covar, reg=reg)),
+    ]
+    final.insert(0, "model", "gmm_em")
+    ref_rows = [{"model": name, "loglik": m.score(X)} for name, m in refs]
+    final = pd.concat([final, pd.DataFrame(ref_rows)], ignore_index=True)
+    final.insert(0, "dataset", dataset)
+    final = final.astype({"seed": "Int64", "n_iter": "Int64"})  # blank for the references
+    for path, df in [(out_curves, curves), (out_final, final)]:
+        with atomic_path(path) as tmp:
+            df.to_csv(tmp, index=False)
+        tracker.log_artifact(path, "tables")
+    best = final[final.model == "gmm_em"].sort_values("loglik").iloc[-1]
+    fitted = models[(best["init"], int(best["seed"]))]
+    figs = [
+        em.plot_loglik_curves(curves, out_loglik_figure),
+        em.plot_sample_grids(
+            X, y, ds.image_shape, fitted, out_samples_figure,
+            n_samples=n_samples, reg_covar=reg_covar, reg=reg, seed=int(best["seed"]),
+        ),
+    ]  # fmt: skip
+    for fig in figs:
+        tracker.log_artifact(fig, "figures")
+    for r in final.itertuples():  # MLflow keys: no "+" (kmeans++)
+        key = r.model if r.model != "gmm_em" else f"{r.init}_seed{int(r.seed)}"
+        tracker.log_metrics({f"loglik_{key}".replace("+", "p"): r.loglik})
+    log.info("final mean log-likelihoods:\n%s", final.to_string(index=False))
+
+
+def gmm25_simulation(
+    *,
+    seed: int,
+    method: str,
+    n_iter: int,
+    n_inner: int,
+    reg_covar: float,
+    n_train: int,
+    n_test: int,
+    n_threads: int,
+    out_record: str,
+    tracker=tracking.NULL_TRACKER,
+):
+    """One seed of one method of the BigLearn-EM 25-component simulation
+    (:func:`mixlib.em_experiments.run_gmm25_simulation`); writes its record (KL history, final
+    and minimum test joint KL) as JSON."""
+    from . import em_experiments as em
+
+    kw = dict(n_iter=n_iter, n_inner=n_inner, reg_covar=reg_covar, n_train=n_train, n_test=n_test)
+    tracker.log_params({"seed": seed, "method": method, **kw})
+    t0 = time.perf_counter()
+    rec = em.run_gmm25_simulation(seed, method, device="cpu", n_threads=n_threads, **kw)
+    rec["seconds"] = time.perf_counter() - t0
+    rec["run_id"] = tracker.run_id
+    write_json(out_record, rec)
+    tracker.log_history({"test_kl": rec["kl_history"], "loglik": rec["loglik_history"]})
+    tracker.log_metrics({k: rec[k] for k in ("final_kl", "min_kl", "seconds")})
+    log.info("%s seed %d: final KL %.4f, min KL %.4f", method, seed, rec["final_kl"], rec["min_kl"])
+
+
+def gmm25_aggregate(
+    *,
+    records: list[str],
+    out_runs: str,
+    table_stem: str,
+    out_figure: str,
+    reference_csv: str | None = None,
+    published_as: str | None = "gmm25_simulation",
+    tracker=tracking.NULL_TRACKER,
+):
+    """Per-seed CSV, the table (Markdown, LaTeX, CSV: mean ± std over seeds of the final and
+    minimum test KL, the reference code's numbers beside them) and the KL-per-iteration figure."""
+    from . import em_experiments as em
+
+    recs = [read_json(p) for p in records]
+    runs = em.simulation_frame(recs)
+    with atomic_path(out_runs) as tmp:
+        runs.to_csv(tmp, index=False)
+    cells, best = em.gmm25_table(runs, em.gmm25_reference(reference_csv, published_as))
+    title = (
+        "25-component simulation: test joint KL(q || p), mean ± std over seeds; final = last "
+        "iterate, min = minimum over iterations (the reference code's statistic)"
+    )
+    paths = [out_runs, *tables.write_tables(cells, best, table_stem, title)]
+    for p in paths:
+        tracker.log_artifact(p, "tables")
+    tracker.log_artifact(em.plot_kl_history(recs, out_figure), "figures")
+    for method, g in runs.groupby("method"):
+        tracker.log_metrics({f"final_kl_mean_{method}": g.final_kl.mean()})
+    log.info("\n%s", tables.to_markdown(cells, best, title))

@@ -74,3 +74,39 @@ def curves(history: dict[str, list[float]], path: str | Path, title: str = "") -
     fig.suptitle(title)
     fig.tight_layout()
     return savefig(fig, path)
+
+
+def metrics_vs_value(
+    long: pd.DataFrame,
+    param: str,
+    path: str | Path,
+    title: str = "",
+    metrics=("nmi", "ari", "acc"),
+) -> Path:
+    """One panel per metric against a swept hyperparameter: mean over seeds with sd error bars,
+    one line per method. ``long`` needs ``value`` and ``method`` columns (a sweep's records)."""
+    df = long.melt(
+        id_vars=["method", "value", "seed"],
+        value_vars=list(metrics),
+        var_name="metric",
+        value_name="score",
+    )
+    df["metric"] = df["metric"].str.upper()
+    g = sns.relplot(
+        data=df,
+        x="value",
+        y="score",
+        hue="method",
+        col="metric",
+        kind="line",
+        errorbar="sd",
+        marker="o",
+        err_style="bars",
+        height=3.0,
+        aspect=1.1,
+    )
+    g.set_axis_labels(param, "score")
+    g.set_titles("{col_name}")
+    if title:
+        g.figure.suptitle(title, y=1.04)
+    return savefig(g.figure, path)

@@ -160,3 +160,123 @@ def write_tables(cells, best, stem: str | Path, title: str) -> list[Path]:
             tmp.write_text(text)
         paths.append(p)
     return paths
+
+
+# --- sweeps ----------------------------------------------------------------------------------
+# One model trained at several values of one hyperparameter (``sweep`` in the config): a table
+# with one row per (method, value) and the metrics as columns, the best mean of each metric
+# within a method in bold.
+
+
+def sweep_summary(long: pd.DataFrame, values: dict, label: str) -> pd.DataFrame:
+    """Mean, std (ddof=1; NaN for one seed) and n of each metric per method and swept value.
+
+    Parameters
+    ----------
+    long : the long table (:func:`long_table`) of the sweep's runs.
+    values : ``{model name: value}``, the sweep's points; other models' rows are dropped.
+    label : the name shown for the model in the ``method`` column (the swept model's name).
+
+    Returns
+    -------
+    One row per (method, value), methods in their order in ``long``, values ascending; columns
+    ``method, value, <metric>_mean, <metric>_std`` for NMI/ARI/ACC, ``n`` (seeds), and
+    ``missing_frac`` (mean fraction of entries the model did not see) where the records have it.
+    """
+    df = long[long.model.isin(list(values))].copy()
+    if df.empty:
+        raise ValueError(f"no records of the swept models {sorted(values)}")
+    df["value"] = df.model.map(values).astype(float)
+    df["method"] = [method_label(label, i, s) for i, s in zip(df.init, df.stage)]
+    extra = "missing_frac" in df and df["missing_frac"].notna().any()
+    rows = []
+    for method in dict.fromkeys(df.method):
+        sub = df[df.method == method]
+        for value, g in sub.groupby("value", sort=True):
+            row = {"method": method, "value": value}
+            for m in METRICS:
+                row[f"{m}_mean"] = g[m].mean()
+                row[f"{m}_std"] = g[m].std(ddof=1) if len(g) > 1 else np.nan
+            row["n"] = int(g[METRICS[0]].notna().sum())
+            if extra:
+                row["missing_frac"] = g["missing_frac"].mean()
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def sweep_cells(summary: pd.DataFrame, param: str):
+    """Return ``(cells, best)`` of a sweep table: formatted strings with columns ``method``,
+    ``param``, NMI, ARI, ACC (``mean ± std``), ``n`` (and ``missing %``), and a boolean frame
+    of the same shape marking the best mean of each metric within each method."""
+    cols = ["method", param, *(m.upper() for m in METRICS), "n"]
+    has_missing = "missing_frac" in summary
+    if has_missing:
+        cols.append("missing %")
+    cells = pd.DataFrame("", index=range(len(summary)), columns=cols)
+    best = pd.DataFrame(False, index=cells.index, columns=cols)
+    for i, r in enumerate(summary.itertuples(index=False)):
+        cells.loc[i, "method"] = r.method
+        cells.loc[i, param] = f"{r.value:g}"
+        for m in METRICS:
+            cells.loc[i, m.upper()] = _fmt(getattr(r, f"{m}_mean"), getattr(r, f"{m}_std"), None, m)
+        cells.loc[i, "n"] = str(r.n)
+        if has_missing:
+            cells.loc[i, "missing %"] = f"{100 * r.missing_frac:.1f}"
+    for m in METRICS:
+        means = summary[f"{m}_mean"]
+        top = means.groupby(summary["method"]).transform("max")
+        best[m.upper()] = (means == top).to_numpy() & means.notna().to_numpy()
+    return cells, best
+
+
+def sweep_markdown(cells: pd.DataFrame, best: pd.DataFrame, title: str = "") -> str:
+    bold = cells.where(~best, "**" + cells + "**")
+    lines = [f"### {title}", ""] if title else []
+    lines.append("| " + " | ".join(bold.columns) + " |")
+    lines.append("|" + "---|" * len(bold.columns))
+    lines += ["| " + " | ".join(row) + " |" for row in bold.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def sweep_latex(cells: pd.DataFrame, best: pd.DataFrame, caption: str = "") -> str:
+    """A booktabs table, a rule between methods; best means in ``\\textbf``."""
+    cols = list(cells.columns)
+    out = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\begin{{tabular}}{{ll{'c' * (len(cols) - 2)}}}",
+        r"\toprule",
+        " & ".join(_tex(c) for c in cols) + r" \\",
+        r"\midrule",
+    ]
+    prev = None
+    for i, row in cells.iterrows():
+        if prev is not None and row["method"] != prev:
+            out.append(r"\midrule")
+        prev = row["method"]
+        vals = [rf"\textbf{{{_tex(v)}}}" if best.loc[i, c] else _tex(v) for c, v in row.items()]
+        out.append(" & ".join(vals) + r" \\")
+    out += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        out.append(rf"\caption{{{_tex(caption)}}}")
+    out.append(r"\end{table}")
+    return "\n".join(out) + "\n"
+
+
+def write_sweep_tables(
+    summary: pd.DataFrame, param: str, title: str, out_md, out_tex, out_csv
+) -> list[Path]:
+    """Write the sweep table as Markdown and LaTeX (formatted) and CSV (the numbers of
+    ``summary``, unrounded, with ``value`` renamed to ``param``), atomically."""
+    cells, best = sweep_cells(summary, param)
+    texts = [
+        (out_md, sweep_markdown(cells, best, title)),
+        (out_tex, sweep_latex(cells, best, title)),
+        (out_csv, summary.rename(columns={"value": param}).to_csv(index=False)),
+    ]
+    paths = []
+    for p, text in texts:
+        with atomic_path(p) as tmp:
+            tmp.write_text(text)
+        paths.append(Path(p))
+    return paths

@@ -1,10 +1,20 @@
 # Config validation, wildcard constraints and every input/param function. No rules here.
 import os
+from pathlib import Path
 
 from snakemake.utils import validate
 
-from mixlib.config import check_config, model_runs
-
+from mixlib.config import (
+    check_config,
+    expand_models,
+    find_sweep,
+    model_runs,
+    remote_source,
+    sweep_runs,
+    sweeps,
+)
+from mixlib.download import SOURCES
+from mixlib.models import uses_gpu
 
 validate(config, "../config/schema.yaml")
 check_config(config)
@@ -15,6 +25,9 @@ wildcard_constraints:
     model="[A-Za-z0-9_.-]+",
     init="[A-Za-z0-9_.-]+",
     seed=r"\d+",
+    source="[A-Za-z0-9_]+",
+    method="[a-z_]+",
+    param="[A-Za-z_][A-Za-z0-9_]*",
 
 
 DATASETS = list(config["datasets"])
@@ -29,12 +42,9 @@ def reference_csv():
 
 
 def init_records():
-    return [
-        f"results/init/{d}/{i}/seed{s}/record.json"
-        for d in DATASETS
-        for i in config["inits"]
-        for s in SEEDS
-    ]
+    """The init stage's records for every (dataset, init) some model starts from."""
+    used = sorted({(d, i) for d, _, i, _ in model_runs(config) if i != "none"})
+    return [f"results/init/{d}/{i}/seed{s}/record.json" for d, i in used for s in SEEDS]
 
 
 def eval_records():
@@ -53,12 +63,76 @@ def figure_outputs():
     return [f"results/figures/{d}_metrics.png" for d in DATASETS]
 
 
+EXPERIMENTS = config.get("experiments") or {}
+GMM_EXERCISE = EXPERIMENTS.get("gmm_exercise")
+GMM25 = EXPERIMENTS.get("gmm25")
+
+
+def gmm_exercise_outputs():
+    """The exercise's figures and tables per dataset; none without experiments.gmm_exercise."""
+    if not GMM_EXERCISE:
+        return []
+    return [
+        f"results/em/gmm_exercise/{d}/{f}"
+        for d in GMM_EXERCISE["datasets"]
+        for f in ("loglik.png", "samples.png", "loglik_curves.csv", "loglik_final.csv")
+    ]
+
+
+def gmm_exercise_seeds():
+    return GMM_EXERCISE.get("seeds") or SEEDS
+
+
+def gmm25_seeds():
+    return GMM25.get("seeds") or SEEDS
+
+
+def gmm25_run_settings(wildcards):
+    """What one simulation job depends on (not the list of seeds or methods, so that adding a
+    seed runs only its jobs)."""
+    return {
+        k: GMM25[k] for k in ("n_iter", "n_inner", "reg_covar", "n_train", "n_test")
+    }
+
+
+def gmm25_records():
+    return [
+        f"results/em/gmm25/{m}/seed{s}.json"
+        for m in GMM25["methods"]
+        for s in gmm25_seeds()
+    ]
+
+
+def gmm25_outputs():
+    """The simulation's table, per-seed CSV and figure; none without experiments.gmm25."""
+    if not GMM25:
+        return []
+    return [
+        *(f"results/em/gmm25/table.{ext}" for ext in ("md", "tex", "csv")),
+        "results/em/gmm25/runs.csv",
+        "results/em/gmm25/kl_history.png",
+    ]
+
+
+def em_dataset_spec(wildcards):
+    return GMM_EXERCISE["datasets"][wildcards.dataset]
+
+
+def em_raw_input(wildcards):
+    """The raw files of an exercise dataset's downloadable source; none if embedded."""
+    source = em_dataset_spec(wildcards)["source"]
+    return {"raw": f"results/raw/{source}"} if source in SOURCES else {}
+
+
 def all_outputs():
     return [
         "results/tables/long.csv",
         "results/tables/summary.csv",
         *table_outputs(),
         *figure_outputs(),
+        *gmm_exercise_outputs(),
+        *gmm25_outputs(),
+        *sweep_outputs(),
     ]
 
 
@@ -70,9 +144,78 @@ def init_input(wildcards):
     }
 
 
+def raw_input(wildcards):
+    """The raw files of a downloadable source (the download_dataset output); none if embedded."""
+    source = remote_source(config, wildcards.dataset)
+    return {"raw": f"results/raw/{source}"} if source else {}
+
+
+def staged_files(wildcards):
+    """Files staged for this source under data_dir: inputs, so that replacing one reruns."""
+    if not config["data_dir"]:
+        return []
+    root = Path(config["data_dir"]) / wildcards.source
+    paths = [root / f.name for f in SOURCES[wildcards.source].files]
+    return [str(p) for p in paths if p.is_file()]
+
+
+def file_sha256(source):
+    return config["file_sha256"].get(source, {}) if source else {}
+
+
+# every trainable model: the config's entries and their sweep variants (mixlib.config.sweeps)
+MODELS = expand_models(config)
+
+
 def model_params(wildcards):
-    return config["models"][wildcards.model].get("params", {})
+    return MODELS[wildcards.model].get("params", {})
 
 
 def model_kind(wildcards):
-    return config["models"][wildcards.model]["kind"]
+    return MODELS[wildcards.model]["kind"]
+
+
+def sweep_outputs():
+    """Per sweep and dataset of its model: a table (md, tex, csv) and a figure."""
+    out = []
+    for s in sweeps(config):
+        for d in s["datasets"]:
+            stem = f"{d}/{s['model']}/{s['param']}"
+            out += [
+                f"results/tables/sweeps/{stem}.{ext}" for ext in ("md", "tex", "csv")
+            ]
+            out.append(f"results/figures/sweeps/{stem}.png")
+    return out
+
+
+def sweep_records(wildcards):
+    return [
+        f"results/eval/{d}/{m}/{i}/seed{s}.json"
+        for d, m, i, s in sweep_runs(
+            config, wildcards.dataset, wildcards.model, wildcards.param
+        )
+    ]
+
+
+def sweep_values(wildcards):
+    """{model name: swept value} of the sweep's points."""
+    s = find_sweep(config, wildcards.model, wildcards.param)
+    return {name: value for value, name in s["points"]}
+
+
+def sweep_fixed_params(wildcards):
+    """The swept model's own params (the swept one included, at its own value)."""
+    return MODELS[wildcards.model].get("params", {})
+
+
+def train_threads(wildcards):
+    """2 threads for the models whose fit is dominated by multithreaded torch maths, else 1:
+    on a small machine the others spend most of their time importing and writing, which two
+    one-thread jobs side by side do better than one two-thread job."""
+    return 2 if uses_gpu(model_kind(wildcards), model_params(wildcards)) else 1
+
+
+def train_gpus(wildcards):
+    """1 for the models that run on a GPU when there is one (the torch models), else 0: on
+    SLURM these training jobs ask for ``--gpus=1`` and land on the GPU partition."""
+    return int(uses_gpu(model_kind(wildcards), model_params(wildcards)))

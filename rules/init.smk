@@ -4,12 +4,12 @@ rule initialize:
     output:
         labels="results/init/{dataset}/{init}/seed{seed}/labels.npy",
         record="results/init/{dataset}/{init}/seed{seed}/record.json",
-    params:
-        spec=lambda wc: config["inits"][wc.init],
     log:
         "results/logs/initialize/{dataset}/{init}/seed{seed}.log",
     benchmark:
         "results/benchmarks/initialize/{dataset}/{init}/seed{seed}.tsv"
     threads: 1
+    params:
+        spec=lambda wc: config["inits"][wc.init],
     script:
         "../workflow_scripts/initialize.py"

@@ -2,9 +2,30 @@ rule aggregate:
     input:
         records=init_records() + eval_records(),
     output:
-        long="results/tables/long.csv",
-        summary="results/tables/summary.csv",
-        tables=table_outputs(),
+        long=report(
+            "results/tables/long.csv",
+            caption="../config/report/table_long.rst",
+            category="Tables",
+            subcategory="All datasets",
+            labels={"table": "long (one row per run)", "format": "csv"},
+        ),
+        summary=report(
+            "results/tables/summary.csv",
+            caption="../config/report/table_summary.rst",
+            category="Tables",
+            subcategory="All datasets",
+            labels={"table": "summary (mean, std, n)", "format": "csv"},
+        ),
+        tables=[
+            report(
+                f,
+                caption="../config/report/table_paper.rst",
+                category="Tables",
+                subcategory=Path(f).stem,
+                labels={"table": Path(f).stem, "format": Path(f).suffix[1:]},
+            )
+            for f in table_outputs()
+        ],
         figures=[
             report(
                 f,
@@ -13,13 +34,37 @@ rule aggregate:
             )
             for f in figure_outputs()
         ],
-    params:
-        datasets=config["datasets"],
-        reference_csv=reference_csv(),
     log:
         "results/logs/aggregate/aggregate.log",
     benchmark:
         "results/benchmarks/aggregate/aggregate.tsv"
     threads: 1
+    params:
+        datasets=config["datasets"],
+        reference_csv=reference_csv(),
     script:
         "../workflow_scripts/aggregate.py"
+
+
+rule make_sweep_table:
+    input:
+        records=sweep_records,
+    output:
+        md="results/tables/sweeps/{dataset}/{model}/{param}.md",
+        tex="results/tables/sweeps/{dataset}/{model}/{param}.tex",
+        csv="results/tables/sweeps/{dataset}/{model}/{param}.csv",
+        figure=report(
+            "results/figures/sweeps/{dataset}/{model}/{param}.png",
+            caption="../config/report/sweep.rst",
+            category="Sweeps",
+        ),
+    log:
+        "results/logs/make_sweep_table/{dataset}/{model}/{param}.log",
+    benchmark:
+        "results/benchmarks/make_sweep_table/{dataset}/{model}/{param}.tsv"
+    threads: 1
+    params:
+        values=sweep_values,
+        fixed=sweep_fixed_params,
+    script:
+        "../workflow_scripts/make_sweep_table.py"

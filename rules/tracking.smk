@@ -12,7 +12,9 @@ onstart:
         _inv, _parent = _tracking.start_invocation(
             _uri, _TRACK.get("experiment", "mixlib"), description=" ".join(sys.argv)
         )
-        print(f"MLflow: {_uri} experiment {_TRACK.get('experiment', 'mixlib')!r} invocation {_inv}")
+        print(
+            f"MLflow: {_uri} experiment {_TRACK.get('experiment', 'mixlib')!r} invocation {_inv}"
+        )
 
 
 onsuccess:

@@ -6,15 +6,15 @@ rule train_model:
         labels="results/train/{dataset}/{model}/{init}/seed{seed}/labels.npz",
         info="results/train/{dataset}/{model}/{init}/seed{seed}/info.json",
         figures=directory("results/train/{dataset}/{model}/{init}/seed{seed}/figures"),
-    params:
-        kind=model_kind,
-        hyper=model_params,
     log:
         "results/logs/train_model/{dataset}/{model}/{init}/seed{seed}.log",
     benchmark:
         "results/benchmarks/train_model/{dataset}/{model}/{init}/seed{seed}.tsv"
-    threads: 2
+    threads: train_threads
     resources:
-        gpu=0,
+        gpu=train_gpus,
+    params:
+        kind=model_kind,
+        hyper=model_params,
     script:
         "../workflow_scripts/train_model.py"

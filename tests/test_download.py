@@ -249,8 +249,10 @@ def test_download_falls_back_to_the_next_mirror(remote, tmp_path):
 def test_load_source_in_data_dispatches_here(remote, tmp_path):
     root, exp = remote
     stage(root, "letter", tmp_path / "raw")
-    out = data.load_source({"source": "letter", "data_dir": tmp_path / "raw", "download": False})
+    set_urls("letter", lambda f: (UNREACHABLE,))
+    *out, is_train = data.load_source({"source": "letter"}, raw_dir=tmp_path / "raw")
     check_loaded(out, exp["letter"])
+    assert is_train is None
 
 
 # --- errors -----------------------------------------------------------------------------------

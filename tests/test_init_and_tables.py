@@ -94,3 +94,37 @@ def test_published_values_join(tmp_path):
     s = tables.summarise(tables.long_table(_records()))
     cells, best = tables.paper_table(s, "d", tables.published_for(ref, "d"))
     assert cells.loc["acc", "DEC [published]"] == "0.950" and best.loc["acc", "DEC [published]"]
+
+
+def test_model_specs_read_statically_match_the_imported_classes():
+    """The workflow checks configs against constructor signatures read from the model files
+    without importing torch or scikit-learn; they must equal the real signatures."""
+    import inspect
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mixlib.models import _static_specs, available_models, get_model_class
+
+    static = _static_specs()
+    assert set(static) == set(available_models())
+    for kind, spec in static.items():
+        cls = get_model_class(kind)
+        real = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()}
+        real.pop("self")
+        assert {k: p.default for k, p in spec.parameters.items()} == real, kind
+        assert spec.class_name == cls.__name__
+    # checking a config imports neither torch nor scikit-learn
+    code = (
+        "import sys, yaml; from mixlib.config import check_config; "
+        "check_config(yaml.safe_load(open('config/paper.yaml'))); "
+        "print(sorted(m for m in ('torch', 'sklearn') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert out.stdout.strip() == "[]"

@@ -200,6 +200,23 @@ def test_erasure_fast_equals_direct(mnist):
     np.testing.assert_array_equal(a.labels_, a.predict(X, mask=a.mask_))
 
 
+def test_missing_data_atoms_come_from_complete_points_only(mnist):
+    """With erased pixels the initial atoms are drawn from fully observed points: every
+    dictionary atom equals a centred, normalised complete image (no zeros from erased pixels)."""
+    X, y = mnist[0][:300].astype(np.float64), mnist[1][:300]
+    kw = dict(n_clusters=3, n_atoms=5, n_layers=4, n_epochs=0, erase_prob=0.8, erase_frac=0.3)
+    for lab in (np.where(y < 3, y, -1), None):  # pipeline labels, and the internal k-means
+        m = MixMate(random_state=1, **kw).fit(X, init_labels=lab)
+        complete = m.mask_.all(1)
+        assert 0.1 < complete.mean() < 0.3
+        C = X - X.mean(1, keepdims=True)
+        C /= np.linalg.norm(C, axis=1, keepdims=True)
+        atoms = m.dictionaries_.transpose(0, 2, 1).reshape(-1, X.shape[1])  # (K*N, M)
+        nearest = np.abs(atoms @ C.T).argmax(1)
+        assert complete[nearest].all()
+        np.testing.assert_allclose(np.abs(np.sum(atoms * C[nearest], 1)), 1.0, atol=1e-4)
+
+
 def test_small_and_empty_clusters_do_not_crash():
     rng = np.random.default_rng(0)
     X = rng.random((60, 20)).astype(np.float32)

@@ -169,7 +169,7 @@ def test_deep_power_kmeans_recovers_blobs(tmp_path):
     ae = sum(p.numel() for p in m.ae_.parameters())
     assert m.n_parameters() == ae + 4 * 10
     paths = m.save_artifacts(X, tmp_path)
-    assert {p.name for p in paths} == {"curves.png", "embedding.png"}
+    assert {p.name for p in paths} == {"round_losses.png", "embedding.png"}
     assert all(p.stat().st_size > 0 for p in paths)
 
 

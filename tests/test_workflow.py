@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -35,21 +36,38 @@ def run_snakemake(workdir, *args, config=None, env=None, check=True):
         "--replace-workflow-config",
         *args,
     ]
-    e = {**os.environ, **(env or {})}
-    e.pop("MLFLOW_TRACKING_URI", None) if env is None else None
+    # Never pass on an inherited tracking URI (the workflow prefers it to the config's):
+    # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI into this process, so any earlier
+    # test of the same pytest worker would otherwise redirect this run's MLflow runs.
+    e = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    e.update(env or {})
     p = subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=900)
     if check and p.returncode != 0:
         raise AssertionError(
             f"snakemake failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}"
+            + job_logs(workdir)
         )
     return p
+
+
+def job_logs(workdir, tail=1500):
+    """The end of every job log of a run, for failure messages."""
+    logs = sorted((Path(workdir) / "results/logs").rglob("*.log"))
+    return "".join(f"\n--- {p}:\n{p.read_text(errors='replace')[-tail:]}" for p in logs)
 
 
 def mlflow_runs(uri, experiment="tiny"):
     import mlflow
 
-    mlflow.set_tracking_uri(uri)
-    return mlflow.search_runs(experiment_names=[experiment], max_results=10000)
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)  # also sets os.environ["MLFLOW_TRACKING_URI"]: undo below
+    try:
+        return mlflow.search_runs(experiment_names=[experiment], max_results=10000)
+    finally:
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +130,28 @@ def test_changing_one_model_reruns_only_its_jobs(tiny_run):
     assert "model=kmeans" not in out and "model=gmm" in out
 
 
+def test_html_report_has_every_table_and_figure_with_a_caption(tiny_run):
+    import re
+
+    wd, _ = tiny_run
+    run_snakemake(wd, "--report", "report.html")
+    html = (wd / "report.html").read_text()
+    # the report's results: {"results/tables/long.csv": {"caption": "<p>...", ...}, ...}
+    m = re.search(r"var results = (\{.*?\});?\s*\n", html)
+    assert m, "no results in report.html"
+    results = json.loads(m.group(1))
+    produced = {
+        str(f.relative_to(wd))
+        for d in ("results/tables", "results/figures")
+        for f in (wd / d).rglob("*")
+        if f.is_file()
+    }
+    assert len(produced) >= 6  # long, summary, blobs.md/.tex/.csv, blobs_metrics.png
+    assert produced <= set(results), f"not in the report: {sorted(produced - set(results))}"
+    no_caption = [f for f in produced if len(re.sub("<[^>]+>", "", results[f]["caption"])) < 40]
+    assert not no_caption, f"no caption: {no_caption}"
+
+
 @pytest.mark.parametrize(
     "mutate, message",
     [
@@ -157,6 +197,8 @@ def test_tracking_server(tmp_path):
     port = _free_port()
     store = tmp_path / "server"
     store.mkdir()
+    server_log = tmp_path / "server.log"
+    log_file = server_log.open("w")
     srv = subprocess.Popen(
         [
             sys.executable,
@@ -174,45 +216,65 @@ def test_tracking_server(tmp_path):
             "--workers",
             "1",
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     uri = f"http://127.0.0.1:{port}"
+    wd = tmp_path / "wd"
+    p = None
+
+    def context():
+        out = f"\n--- mlflow server log:\n{server_log.read_text(errors='replace')[-3000:]}"
+        if p is not None:
+            out += f"\n--- snakemake stdout:\n{p.stdout[-3000:]}\n--- stderr:\n{p.stderr[-5000:]}"
+            out += job_logs(wd)
+        return out
+
+    def rest(path, body=None):
+        req = urllib.request.Request(
+            f"{uri}/api/2.0/mlflow/{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            return json.load(urllib.request.urlopen(req, timeout=30))
+        except urllib.error.HTTPError as e:
+            raise AssertionError(f"{path}: HTTP {e.code} {e.read()[:500]!r}{context()}") from e
+
     try:
-        for _ in range(120):
+        # a loaded machine can take minutes (imports, DB migrations) before /health answers
+        deadline = time.monotonic() + 300
+        while True:
+            assert srv.poll() is None, f"mlflow server exited ({srv.returncode}){context()}"
             try:
-                urllib.request.urlopen(f"{uri}/health", timeout=1)
+                urllib.request.urlopen(f"{uri}/health", timeout=2)
                 break
             except OSError:
+                assert time.monotonic() < deadline, f"no /health after 300 s{context()}"
                 time.sleep(0.5)
         cfg = yaml.safe_load((ROOT / "config/tiny.yaml").read_text())
         cfg["seeds"] = [0]
         cfg["models"] = {"kmeans": cfg["models"]["kmeans"]}
         cfg["tracking"]["uri"] = uri
-        run_snakemake(tmp_path / "wd", "--cores", "2", config=cfg, env={})
-        req = urllib.request.Request(
-            f"{uri}/api/2.0/mlflow/experiments/get-by-name?experiment_name=tiny"
-        )
-        exp = json.load(urllib.request.urlopen(req))["experiment"]["experiment_id"]
-        body = json.dumps({"experiment_ids": [exp], "max_results": 1000}).encode()
-        req = urllib.request.Request(
-            f"{uri}/api/2.0/mlflow/runs/search",
-            data=body,
-            headers={"Content-Type": "application/json"},
-        )
-        runs = json.load(urllib.request.urlopen(req))["runs"]
+        p = run_snakemake(wd, "--cores", "2", config=cfg)
+        # the runs went to the server, not to a store picked up from elsewhere
+        assert f"MLflow: {uri} experiment 'tiny'" in p.stdout + p.stderr, context()
+        assert not (wd / "results/mlflow").exists(), context()
+        exp = rest("experiments/get-by-name?experiment_name=tiny")["experiment"]["experiment_id"]
+        runs = rest("runs/search", {"experiment_ids": [exp], "max_results": 1000}).get("runs", [])
         rules = [
             next(t["value"] for t in r["data"]["tags"] if t["key"] == "mixlib.rule") for r in runs
         ]
         # prepare 1 + init 2 + train 1 + evaluate 1 + aggregate 1, and the workflow's parent run
-        assert sorted(rules).count("workflow") == 1 and len(rules) == 7
+        assert sorted(rules).count("workflow") == 1 and len(rules) == 7, f"{rules}{context()}"
         train = next(r for r in runs if any(t["value"] == "train_model" for t in r["data"]["tags"]))
         assert {m["key"] for m in train["data"]["metrics"]} >= {"fit_seconds", "n_parameters"}
-        assert any(p["key"] == "kind" for p in train["data"]["params"])
+        assert any(q["key"] == "kind" for q in train["data"]["params"])
     finally:
         os.killpg(srv.pid, 15)
         srv.wait(timeout=30)
+        log_file.close()
 
 
 def test_lint_only_conda_warnings():

@@ -9,10 +9,13 @@ branches on the model name.
 
 from __future__ import annotations
 
+import ast
+import functools
 import importlib
+import importlib.util
 import inspect
-
-from .base import ClusterModel
+from dataclasses import dataclass
+from pathlib import Path
 
 _REGISTRY: dict[str, type] = {}
 # modules that register models on import; a model file only needs adding here
@@ -59,6 +62,92 @@ def get_model_class(kind: str) -> type:
     return _REGISTRY[kind]
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the workflow needs to know about a model kind before any job runs: its class name
+    and its constructor's keyword parameters with their defaults."""
+
+    kind: str
+    class_name: str
+    parameters: dict[str, inspect.Parameter]
+
+
+def _literal(node):
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return ast.unparse(node)  # a non-literal default: kept as its source text
+
+
+@functools.cache
+def _static_specs() -> dict[str, ModelSpec]:
+    """The built-in models read from their source files without importing them (no torch, no
+    scikit-learn): a Snakemake start, a dry run and every SLURM job re-parse the workflow, and
+    checking a config must not cost seconds of imports. ``test_models_registry`` checks that
+    this agrees with the imported classes."""
+    out = {}
+    for mod in _MODEL_MODULES:
+        spec = importlib.util.find_spec(mod)
+        if spec is None or spec.origin is None:
+            continue
+        tree = ast.parse(Path(spec.origin).read_text())
+        for cls in tree.body:
+            if not isinstance(cls, ast.ClassDef):
+                continue
+            kinds = [
+                d.args[0].value
+                for d in cls.decorator_list
+                if isinstance(d, ast.Call)
+                and getattr(d.func, "id", None) == "register"
+                and d.args
+                and isinstance(d.args[0], ast.Constant)
+            ]
+            init = next(
+                (f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"),
+                None,
+            )
+            if not kinds or init is None:
+                continue
+            a = init.args
+            pos = a.posonlyargs + a.args
+            defaults = [inspect.Parameter.empty] * (len(pos) - len(a.defaults)) + [
+                _literal(d) for d in a.defaults
+            ]
+            params = {
+                arg.arg: inspect.Parameter(
+                    arg.arg, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d
+                )
+                for arg, d in zip(pos, defaults)
+                if arg.arg != "self"
+            }
+            for arg, d in zip(a.kwonlyargs, a.kw_defaults):
+                params[arg.arg] = inspect.Parameter(
+                    arg.arg,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=inspect.Parameter.empty if d is None else _literal(d),
+                )
+            for kind in kinds:
+                out[kind] = ModelSpec(kind, cls.name, params)
+    return out
+
+
+def model_spec(kind: str) -> ModelSpec:
+    """Class name and constructor parameters of model ``kind``, without importing the built-in
+    model modules; a kind registered elsewhere is looked up in the imported registry."""
+    static = _static_specs()
+    if kind in static:
+        return static[kind]
+    cls = get_model_class(kind)  # KeyError naming the available kinds
+    params = dict(inspect.signature(cls.__init__).parameters)
+    params.pop("self", None)
+    return ModelSpec(kind, cls.__name__, params)
+
+
+def available_kinds() -> list[str]:
+    """Every registered kind, the built-in ones without importing them."""
+    return sorted(set(_static_specs()) | set(_REGISTRY))
+
+
 def build_model(kind: str, *, n_clusters: int, random_state: int | None = None, **params):
     """Instantiate model ``kind``; unknown hyperparameters fail with their names."""
     cls = get_model_class(kind)
@@ -74,7 +163,22 @@ def build_model(kind: str, *, n_clusters: int, random_state: int | None = None, 
     return cls(**kwargs)
 
 
+def uses_gpu(kind: str, params: dict | None = None) -> bool:
+    """Whether model ``kind`` with hyperparameters ``params`` would run on a GPU when one is
+    present: it takes a ``device`` parameter (the torch models) that is not set to ``"cpu"``.
+    The workflow asks SLURM for a GPU (``resources: gpu=1``) for exactly these training jobs."""
+    default = model_spec(kind).parameters.get("device")
+    if default is None:
+        return False
+    device = (params or {}).get("device", default.default)
+    return str(device) != "cpu"
+
+
 def __getattr__(name):  # mixlib.models.MixMate etc., resolved lazily through the registry
+    if name == "ClusterModel":
+        from .base import ClusterModel
+
+        return ClusterModel
     _load_all()
     for cls in _REGISTRY.values():
         if cls.__name__ == name:
@@ -82,4 +186,12 @@ def __getattr__(name):  # mixlib.models.MixMate etc., resolved lazily through th
     raise AttributeError(f"module 'mixlib.models' has no attribute {name!r}")
 
 
-__all__ = ["ClusterModel", "register", "build_model", "get_model_class", "available_models"]
+__all__ = [
+    "ClusterModel",
+    "register",
+    "build_model",
+    "get_model_class",
+    "model_spec",
+    "available_models",
+    "uses_gpu",
+]

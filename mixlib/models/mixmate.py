@@ -549,7 +549,8 @@ class MixMate(ClusterModel):
         X : (n, M) array.
         y : (n,) true classes or None; only used to log ACC/NMI/ARI per epoch in ``history_``.
         init_labels : (n,) int array with -1 for unlabelled points, or None to run k-means
-            (scikit-learn, ``n_init`` restarts) on X.
+            (scikit-learn, ``n_init`` restarts) on X. With missing pixels only the fully
+            observed points' labels (and k-means on those points) build the dictionaries.
         mask : (n, M) bool, True = observed, or None. Combined (AND) with the erase masks.
         """
         self._validate_params()
@@ -566,18 +567,27 @@ class MixMate(ClusterModel):
             y = np.asarray(y)
             if y.shape != (n,):
                 raise ValueError(f"y must have shape ({n},), got {y.shape}")
-        if lab is None:
-            from sklearn.cluster import KMeans
-
-            lab = KMeans(K, n_init=int(self.n_init), random_state=seed).fit(X).labels_
-            lab = lab.astype(np.int64)
-
         drawn = erase_masks(n, M, float(self.erase_prob), float(self.erase_frac), rng)
         if drawn is not None and mask is not None:
             drawn &= mask
         elif drawn is None:
             drawn = mask
         self.mask_ = drawn
+        # With missing pixels the dictionaries are built from the fully observed points only,
+        # as in the reference (an incomplete point's label is dropped to -1), unless fewer than
+        # K points are complete, in which case the masked points are used as observed.
+        complete = None if drawn is None else drawn.all(axis=1)
+        if complete is not None and int(complete.sum()) < K:
+            complete = None
+        if lab is None:
+            from sklearn.cluster import KMeans
+
+            rows = slice(None) if complete is None else complete
+            km = KMeans(K, n_init=int(self.n_init), random_state=seed).fit(X[rows])
+            lab = np.full(n, -1, dtype=np.int64)
+            lab[rows] = km.labels_
+        elif complete is not None:
+            lab = np.where(complete, lab, -1)
         self.n_features_in_ = M
 
         dev, dt = self._torch_device(), _DTYPES[self.dtype]

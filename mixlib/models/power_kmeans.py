@@ -585,7 +585,7 @@ class DeepPowerKMeans(ClusterModel):
 
     # -- artifacts ----------------------------------------------------------------------------
     def save_artifacts(self, X, outdir, image_shape=()) -> list[Path]:
-        """Write ``curves.png`` (losses per round) and ``embedding.png`` (PCA of the embedding,
+        """Write ``round_losses.png`` (losses per round) and ``embedding.png`` (PCA of the embedding,
         coloured by cluster, representatives as crosses) into ``outdir``."""
         from matplotlib.figure import Figure  # Agg canvas, no pyplot global state
 
@@ -607,7 +607,7 @@ class DeepPowerKMeans(ClusterModel):
         axs[2].plot(rounds, np.abs(h["s"]), "o-")
         axs[2].set(xlabel="round", ylabel="|s|", yscale="log")
         fig.tight_layout()
-        paths.append(outdir / "curves.png")
+        paths.append(outdir / "round_losses.png")
         fig.savefig(paths[-1], dpi=80)
 
         # PCA of the embedding (centred on the data, projected with the same axes)
