@@ -9,6 +9,8 @@ Snakemake ``snakemake`` script object (duck-typed: this module never imports sna
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -16,9 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data as datalib
-from . import init as initlib
-from . import metrics as metriclib
-from . import plots, tables, tracking
+from . import tracking
 from .models import build_model
 from .utils import atomic_path, read_json, save_npy, write_json
 
@@ -57,9 +57,11 @@ def run_job(smk, stage, *, torch_threads: bool = False, **kwargs):
 
     threads = max(1, int(smk.threads))
     if torch_threads:
-        import torch
-
-        torch.set_num_threads(threads)
+        # torch takes its thread count from OMP_NUM_THREADS when a model first imports it; not
+        # importing torch here spares the jobs of the models that never use it seconds each
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
     cfg = smk.config.get("tracking", {})
     wildcards = {k: v for k, v in smk.wildcards.items()}
     log_path = smk.log[0] if len(smk.log) else None
@@ -147,6 +149,9 @@ def initialize(
     With a train/test split the method sees the training rows only (test rows get -1), and,
     having no way to label unseen rows, it is scored on the rows it labelled (``rows: train``).
     """
+    from . import init as initlib
+    from . import metrics as metriclib
+
     ds = datalib.load_prepared(data_path)
     spec = dict(spec)
     method = spec.pop("method")
@@ -200,6 +205,8 @@ def train_model(
     With a train/test split the model is fitted on the training rows and ``labels`` are its
     predictions for every row; ``init_labels`` exist for the training rows only (-1 elsewhere).
     """
+    from . import plots
+
     ds = datalib.load_prepared(data_path)
     fit = datalib.fit_rows(ds)
     init_labels = np.load(init_path)[fit] if init_path else None
@@ -273,6 +280,8 @@ def evaluate(
     on :func:`mixlib.data.eval_rows`: the test rows with a train/test split, else every row. A
     stage without labels for those rows (INIT with a split: the untrained model saw only the
     training rows) is left out, and the log says so."""
+    from . import metrics as metriclib
+
     ds = datalib.load_prepared(data_path)
     info = read_json(info_path)
     rows = datalib.eval_rows(ds)
@@ -332,6 +341,8 @@ def aggregate(
 ):
     """Concatenate every record into the long CSV, then a paper-style table (md/tex/csv) and a
     figure per dataset."""
+    from . import plots, tables
+
     recs = [dict(r, source=str(p)) for p in records for r in read_json(p)]
     long = tables.long_table(recs)
     summary = tables.summarise(long)
@@ -372,6 +383,8 @@ def sweep_table(
     with missing entries the table has a ``missing %`` column and the title says that
     init stage clustered the complete data (only fully observed points' labels seed the model).
     """
+    from . import plots, tables
+
     recs = [dict(r, source=str(p)) for p in records for r in read_json(p)]
     long = tables.long_table(recs)
     summary = tables.sweep_summary(long, values, model)
@@ -503,6 +516,7 @@ def gmm25_aggregate(
     """Per-seed CSV, the table (Markdown, LaTeX, CSV: mean ± std over seeds of the final and
     minimum test KL, the reference code's numbers beside them) and the KL-per-iteration figure."""
     from . import em_experiments as em
+    from . import tables
 
     recs = [read_json(p) for p in records]
     runs = em.simulation_frame(recs)

@@ -9,7 +9,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
 
 from .utils import atomic_path  # noqa: E402
 
@@ -31,6 +30,8 @@ def metrics_by_method(
         id_vars=["method", "seed"], value_vars=list(metrics), var_name="metric", value_name="score"
     )
     order = list(dict.fromkeys(df.method))
+    import seaborn as sns  # imported here: the training jobs' curves need only matplotlib
+
     g = sns.catplot(
         data=df,
         x="score",
@@ -92,6 +93,8 @@ def metrics_vs_value(
         value_name="score",
     )
     df["metric"] = df["metric"].str.upper()
+    import seaborn as sns
+
     g = sns.relplot(
         data=df,
         x="value",

@@ -56,7 +56,13 @@ def available_models() -> list[str]:
 
 
 def get_model_class(kind: str) -> type:
-    _load_all()
+    """The class registered as ``kind``; imports only the module that defines it (a k-means job
+    does not pay for importing torch), or every model module to report an unknown kind."""
+    static = _static_specs()
+    if kind not in _REGISTRY and kind in static:
+        importlib.import_module(static[kind].module)
+    if kind not in _REGISTRY:
+        _load_all()
     if kind not in _REGISTRY:
         raise KeyError(f"unknown model kind {kind!r}; available: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[kind]
@@ -70,6 +76,7 @@ class ModelSpec:
     kind: str
     class_name: str
     parameters: dict[str, inspect.Parameter]
+    module: str
 
 
 def _literal(node):
@@ -127,7 +134,7 @@ def _static_specs() -> dict[str, ModelSpec]:
                     default=inspect.Parameter.empty if d is None else _literal(d),
                 )
             for kind in kinds:
-                out[kind] = ModelSpec(kind, cls.name, params)
+                out[kind] = ModelSpec(kind, cls.name, params, mod)
     return out
 
 
@@ -140,7 +147,7 @@ def model_spec(kind: str) -> ModelSpec:
     cls = get_model_class(kind)  # KeyError naming the available kinds
     params = dict(inspect.signature(cls.__init__).parameters)
     params.pop("self", None)
-    return ModelSpec(kind, cls.__name__, params)
+    return ModelSpec(kind, cls.__name__, params, cls.__module__)
 
 
 def available_kinds() -> list[str]:
