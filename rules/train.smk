@@ -5,7 +5,13 @@ rule train_model:
     output:
         labels="results/train/{dataset}/{model}/{init}/seed{seed}/labels.npz",
         info="results/train/{dataset}/{model}/{init}/seed{seed}/info.json",
-        figures=directory("results/train/{dataset}/{model}/{init}/seed{seed}/figures"),
+        figures=report(
+            directory("results/train/{dataset}/{model}/{init}/seed{seed}/figures"),
+            patterns=["{name}.png"],
+            caption="../config/report/train_figures.rst",
+            category="Training runs",
+            subcategory="{model}",
+        ),
     log:
         "results/logs/train_model/{dataset}/{model}/{init}/seed{seed}.log",
     benchmark:
