@@ -284,6 +284,15 @@ def train_step(
     return float(loss.detach())
 
 
+def _mosaic(tiles: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(R, C, h*w) images in [0, 1] -> one (R*(h+1)-1, C*(w+1)-1) array, white 1-pixel gaps."""
+    h, w = shape
+    R, C = tiles.shape[:2]
+    out = np.ones((R, h + 1, C, w + 1))
+    out[:, :h, :, :w] = tiles.reshape(R, C, h, w).transpose(0, 2, 1, 3)
+    return out.reshape(R * (h + 1), C * (w + 1))[:-1, :-1]
+
+
 def dictionaries_from_labels(
     X: np.ndarray, labels: np.ndarray, n_clusters: int, n_atoms: int, rng: np.random.Generator
 ) -> np.ndarray:
@@ -723,13 +732,17 @@ class MixMate(ClusterModel):
 
         # atoms
         if shape is not None:
-            fig = Figure(figsize=(N * 0.35, K * 0.4 + 0.4))
-            axs = fig.subplots(K, N, squeeze=False)
-            for k in range(K):
-                for j in range(N):
-                    ax = axs[k, j]
-                    ax.imshow(D[k, :, j].reshape(shape), cmap="gray")
-                    ax.set_axis_off()
+            # one mosaic (K rows of N atoms, each scaled to its own range, 1-pixel gaps) drawn
+            # by a single imshow: K*N separate axes cost seconds per training job
+            h, w = shape
+            lo = D.min(axis=1, keepdims=True)
+            span = np.maximum(D.max(axis=1, keepdims=True) - lo, 1e-12)
+            fig = Figure(figsize=(max(4.0, N * 0.3), K * 0.35 + 0.6))
+            ax = fig.subplots()
+            ax.imshow(_mosaic(((D - lo) / span).transpose(0, 2, 1), shape), cmap="gray")
+            ax.set_yticks([k * (h + 1) + h / 2 for k in range(K)], [str(k) for k in range(K)])
+            ax.set_xticks([])
+            ax.set_ylabel("dictionary")
         else:
             fig = Figure(figsize=(2.2 * K, 3))
             axs = fig.subplots(1, K, squeeze=False)
@@ -748,14 +761,12 @@ class MixMate(ClusterModel):
             R = torch.bmm(codes, A.transpose(1, 2)).cpu().numpy()  # (K, b, M)
         n_show = Xs.shape[0]
         if shape is not None:
+            rows = np.concatenate([Xs[None], R])  # (K + 1, b, M): inputs, then each dictionary
+            lo, hi = float(Xs.min()), float(Xs.max())
             fig = Figure(figsize=(n_show * 0.9, (K + 1) * 0.9))
-            axs = fig.subplots(K + 1, n_show, squeeze=False)
-            for i in range(n_show):
-                axs[0, i].imshow(Xs[i].reshape(shape), cmap="gray")
-                for k in range(K):
-                    axs[k + 1, i].imshow(R[k, i].reshape(shape), cmap="gray")
-            for ax in axs.flat:
-                ax.set_axis_off()
+            ax = fig.subplots()
+            ax.imshow(_mosaic(np.clip((rows - lo) / max(hi - lo, 1e-12), 0, 1), shape), cmap="gray")
+            ax.set_axis_off()
         else:
             fig = Figure(figsize=(3 * n_show, 2.5))
             axs = fig.subplots(1, n_show, squeeze=False)
