@@ -256,6 +256,11 @@ def _check_sweeps(config: dict) -> None:
             for v in values:
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
                     raise ConfigError(f"{key}.{param}: {v!r} is not a number")
+                if isinstance(own, int) and not isinstance(v, int):
+                    raise ConfigError(
+                        f"{key}.{param}: {v!r} is not an integer; {cls.class_name}'s {param} "
+                        f"is an integer (default {own!r})"
+                    )
                 if v == own:
                     continue
                 variant = variant_name(name, param, v)

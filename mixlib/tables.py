@@ -93,7 +93,7 @@ def published_for(reference_csv: str | Path | None, name: str | None) -> pd.Data
     ref = ref[(ref.dataset == name) & ref.metric.isin(ROWS)]
     if ref.empty:
         return None
-    stage = ref["stage"].fillna("").str.upper()
+    stage = ref["stage"].astype(object).where(ref["stage"].notna(), "").astype(str).str.upper()
     method = ref["method"] + np.where(stage != "", " " + stage, "") + " [published]"
     return pd.DataFrame(
         {"method": method, "metric": ref.metric, "mean": ref["mean"], "std": ref["std"], "n": None}

@@ -128,6 +128,10 @@ def test_sweep_restricted_to_some_datasets_and_inits():
             r"models\.gmm\.sweep\.covariance_type: only numeric",
         ),
         (lambda m: m.update(sweep={"tol": ["a"]}), r"models\.gmm\.sweep\.tol: 'a' is not a number"),
+        (
+            lambda m: m.update(sweep={"max_iter": [50, 20.5]}),
+            r"models\.gmm\.sweep\.max_iter: 20\.5 is not an integer",
+        ),
     ],
 )
 def test_bad_sweep_names_the_key(mutate, message):
