@@ -282,6 +282,8 @@ def test_workflow_stages_downloads_locally_and_scores_the_test_rows(tmp_path):
     raw = write_pendigits(staged)
     cfg = _config(staged, split="train_test", preprocess={"scale": "minmax_feature"})
     cfg["file_sha256"] = {"pendigits": pendigits_sums(staged)}
+    # a model that starts from the k-means init, so that the init stage runs on this dataset
+    cfg["models"]["gmm"] = dict(_tiny()["models"]["gmm"], inits=["kmeans"])
     wd = tmp_path / "wd"
     p = run_snakemake(wd, "--cores", "2", config=cfg)
     assert "localrule download_dataset:" in p.stderr
