@@ -150,11 +150,6 @@ def model_spec(kind: str) -> ModelSpec:
     return ModelSpec(kind, cls.__name__, params, cls.__module__)
 
 
-def available_kinds() -> list[str]:
-    """Every registered kind, the built-in ones without importing them."""
-    return sorted(set(_static_specs()) | set(_REGISTRY))
-
-
 def build_model(kind: str, *, n_clusters: int, random_state: int | None = None, **params):
     """Instantiate model ``kind``; unknown hyperparameters fail with their names."""
     cls = get_model_class(kind)
