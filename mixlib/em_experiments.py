@@ -21,7 +21,6 @@ import torch
 
 from .models.biglearn import BigLearnEM
 from .models.gmm_em import GaussianMixtureEM, log_gaussian_prob, regularize_covariances
-from .utils import atomic_path
 
 GMM25_VARIANCE = 0.1
 GMM25_GRID = (-4.0, -2.0, 0.0, 2.0, 4.0)
@@ -174,7 +173,8 @@ def summarize_simulation(records: list[dict]) -> pd.DataFrame:
 
 
 def simulation_frame(records: list[dict]) -> pd.DataFrame:
-    """Tidy frame of simulation runs: method, label, seed, final_kl, min_kl, n_iter, n_inner."""
+    """Tidy frame of simulation runs: method, label, seed, final_kl, min_kl, n_iter, n_inner and
+    the job_key / run_id of the MLflow run."""
     if not records:
         raise ValueError("no simulation records to aggregate")
     df = pd.DataFrame(
@@ -183,6 +183,7 @@ def simulation_frame(records: list[dict]) -> pd.DataFrame:
                 "method": r["method"],
                 "label": SIMULATION_LABELS[r["method"]],
                 **{k: r[k] for k in ("seed", "final_kl", "min_kl", "n_iter", "n_inner")},
+                **{k: r.get(k) for k in ("job_key", "run_id")},  # the MLflow run, traceable
             }
             for r in records
         ]
@@ -284,13 +285,9 @@ def fit_naive_gmm(
 
 
 def _savefig(fig, path) -> Path:
-    import matplotlib.pyplot as plt
+    from .plots import savefig
 
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-    plt.close(fig)
-    return path
+    return savefig(fig, path)
 
 
 def plot_curve(values, path, *, ylabel: str = "value", xlabel: str = "iteration") -> Path:
@@ -308,24 +305,24 @@ def plot_curve(values, path, *, ylabel: str = "value", xlabel: str = "iteration"
 
 
 def save_image_grid(images, image_shape, path, *, ncols: int = 8, title: str | None = None):
-    """Images (n, prod(image_shape)) in a grid, each min-max scaled, as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """Images (n, prod(image_shape)) in a grid, each min-max scaled, as PNG (one mosaic)."""
     import matplotlib.pyplot as plt
 
-    images = np.asarray(images, dtype=np.float64)
+    from .plots import mosaic, savefig
+
+    images = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
     n = len(images)
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 1.0, nrows * 1.0), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, img in zip(axes.flat, images, strict=False):
-        ax.imshow(img.reshape(image_shape), cmap="gray")
+    lo, hi = images.min(1, keepdims=True), images.max(1, keepdims=True)
+    tiles = np.ones((nrows * ncols, images.shape[1]))  # blank (white) after the last image
+    tiles[:n] = (images - lo) / np.maximum(hi - lo, 1e-12)
+    fig, ax = plt.subplots(figsize=(ncols * 1.0, nrows * 1.0))
+    ax.imshow(mosaic(tiles.reshape(nrows, ncols, -1), tuple(image_shape)), cmap="gray")
+    ax.axis("off")
     if title:
-        fig.suptitle(title)
-    return _savefig(fig, path)
+        ax.set_title(title)
+    return savefig(fig, path)
 
 
 def fit_loglik_runs(

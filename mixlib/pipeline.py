@@ -70,6 +70,7 @@ def run_job(smk, stage, *, torch_threads: bool = False, **kwargs):
             enabled=cfg.get("enabled", True),
             uri=cfg.get("uri"),
             experiment=cfg.get("experiment", "mixlib"),
+            defer=cfg.get("defer", True),
             rule=smk.rule,
             wildcards=wildcards,
         ) as tracker:
@@ -176,6 +177,7 @@ def initialize(
         rows="all" if ds.is_train is None else "train",
         seconds=seconds,
         run_id=tracker.run_id,
+        job_key=tracker.job_key,
         method=method,
         **m,
     )
@@ -238,6 +240,7 @@ def train_model(
         "fit_seconds": seconds,
         "history": history,
         "run_id": tracker.run_id,
+        "job_key": tracker.job_key,
         "missing_frac": _missing_frac(model),
     }
     write_json(out_info, info)
@@ -247,9 +250,10 @@ def train_model(
     if artifact_dir is not None:
         out = Path(artifact_dir)
         out.mkdir(parents=True, exist_ok=True)
-        paths = [plots.curves(history, out / "curves.png", title=f"{kind} seed {seed}")]
-        if hasattr(model, "save_artifacts"):
-            paths += model.save_artifacts(ds.X[fit], out, image_shape=ds.image_shape)
+        if hasattr(model, "save_artifacts"):  # a model with figures of its own draws its curves
+            paths = model.save_artifacts(ds.X[fit], out, image_shape=ds.image_shape)
+        else:
+            paths = [plots.curves(history, out / "curves.png", title=f"{kind} seed {seed}")]
         for p in paths:
             if p is not None:
                 tracker.log_artifact(p, "figures")
@@ -310,6 +314,7 @@ def evaluate(
                     kind=info["kind"],
                     seconds=info["fit_seconds"],
                     run_id=info["run_id"],
+                    job_key=info.get("job_key"),
                     missing_frac=info.get("missing_frac"),
                     **m,
                 )
@@ -323,6 +328,7 @@ def evaluate(
             "init": init,
             "seed": seed,
             "train_run_id": info["run_id"],
+            "train_job_key": info.get("job_key"),
         }
     )
     log.info("%s", records)
@@ -497,6 +503,7 @@ def gmm25_simulation(
     rec = em.run_gmm25_simulation(seed, method, device="cpu", n_threads=n_threads, **kw)
     rec["seconds"] = time.perf_counter() - t0
     rec["run_id"] = tracker.run_id
+    rec["job_key"] = tracker.job_key
     write_json(out_record, rec)
     tracker.log_history({"test_kl": rec["kl_history"], "loglik": rec["loglik_history"]})
     tracker.log_metrics({k: rec[k] for k in ("final_kl", "min_kl", "seconds")})

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .utils import atomic_path  # noqa: E402
@@ -20,6 +21,16 @@ def savefig(fig, path: str | Path) -> Path:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
     return path
+
+
+def mosaic(tiles: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(R, C, h*w) images in [0, 1] -> one (R*(h+1)-1, C*(w+1)-1) array, white 1-pixel gaps:
+    drawn with a single ``imshow`` (one axes per image costs ~15 ms each in matplotlib)."""
+    h, w = shape
+    R, C = tiles.shape[:2]
+    out = np.ones((R, h + 1, C, w + 1))
+    out[:, :h, :, :w] = tiles.reshape(R, C, h, w).transpose(0, 2, 1, 3)
+    return out.reshape(R * (h + 1), C * (w + 1))[:-1, :-1]
 
 
 def metrics_by_method(

@@ -1,7 +1,8 @@
 """Aggregation: tidy records → long table → paper-style tables (Markdown, LaTeX, CSV).
 
 A *record* is one evaluated clustering: ``dataset, model, init, stage, seed`` plus metrics
-(``nmi, ari, acc``, ``params``) and the MLflow ``run_id`` / file it came from, so every number in
+(``nmi, ari, acc``, ``params``) and the file it came from, its job's ``job_key`` (the MLflow run's
+tag ``mixlib.job_key``) and, when the job logged live, the MLflow ``run_id``, so every number in
 a table can be traced back to its run. A paper-style table has one column per method (model,
 initialisation and stage INIT/TRAIN), the metrics as rows, cells ``mean ± std (n)`` over seeds,
 the best mean of each metric in bold; published values can sit beside them.

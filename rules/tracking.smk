@@ -1,14 +1,27 @@
 # MLflow: initialise the store and open one parent run per workflow invocation before any job
 # starts (concurrent first use of a fresh SQLite store crashes); jobs inherit the ids through
-# the environment and nest their runs under it.
+# the environment and nest their runs under it. With `tracking: {defer: true}` (the default)
+# jobs spool their runs and this process logs them when the invocation ends (and, at start, the
+# spools an earlier, killed invocation left).
 from mixlib import tracking as _tracking
 
 _TRACK = config.get("tracking", {})
 
 
+def _sync_spool(uri, drop_incomplete=False):
+    if not uri:  # the store was never opened (onstart failed)
+        return
+    n = _tracking.sync_spool(
+        uri, _TRACK.get("experiment", "mixlib"), drop_incomplete=drop_incomplete
+    )
+    if n:
+        print(f"MLflow: logged {n} spooled job run(s)")
+
+
 onstart:
     if _TRACK.get("enabled", True):
         _uri = _tracking.resolve_uri(_TRACK.get("uri"), os.getcwd())
+        _sync_spool(_uri, drop_incomplete=True)
         _inv, _parent = _tracking.start_invocation(
             _uri, _TRACK.get("experiment", "mixlib"), description=" ".join(sys.argv)
         )
@@ -19,9 +32,11 @@ onstart:
 
 onsuccess:
     if _TRACK.get("enabled", True):
+        _sync_spool(os.environ.get(_tracking.URI_ENV))
         _tracking.end_invocation("FINISHED")
 
 
 onerror:
     if _TRACK.get("enabled", True):
+        _sync_spool(os.environ.get(_tracking.URI_ENV))
         _tracking.end_invocation("FAILED")

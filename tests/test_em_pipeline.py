@@ -107,6 +107,8 @@ def test_em_jobs_are_mlflow_runs_with_artifacts(em_run):
     assert (runs.status == "FINISHED").all()
     sim = runs[runs["tags.mixlib.rule"] == "gmm25_simulation"]
     assert sim["metrics.final_kl"].notna().all()
+    per_seed = pd.read_csv(wd / "results/em/gmm25/runs.csv")  # each row names its MLflow run
+    assert sorted(per_seed.job_key) == sorted(sim["tags.mixlib.job_key"])
     import mlflow
 
     ex = runs[runs["tags.mixlib.rule"] == "gmm_exercise"].run_id.item()

@@ -165,7 +165,7 @@ def test_slurm_run_equals_local_run(cluster, tmp_path):
     for col in ("nmi", "ari", "acc", "params", "n"):
         np.testing.assert_allclose(a[col], b[col], rtol=1e-12, atol=1e-12, err_msg=col)
     assert a["nmi"].round(9).nunique() == len(a) == 4  # the numbers compared all differ
-    assert not set(a["run_id"].dropna()) & set(b["run_id"].dropna())  # two real runs
+    assert a["job_key"].notna().all() and not set(a["job_key"]) & set(b["job_key"])  # 2 runs
     sa = pd.read_csv(s / "summary.csv")
     sb = pd.read_csv(loc / "summary.csv")
     pd.testing.assert_frame_equal(sa, sb, check_exact=False, rtol=1e-12)
@@ -180,3 +180,4 @@ def test_slurm_run_equals_local_run(cluster, tmp_path):
     jobs = runs[runs["tags.mixlib.rule"] != "workflow"]
     assert len(jobs) == N_JOBS and (jobs.status == "FINISHED").all()
     assert jobs["tags.slurm.job_id"].notna().all()  # every job ran inside a SLURM job
+    assert set(a["job_key"]) <= set(jobs["tags.mixlib.job_key"])  # each row names its run

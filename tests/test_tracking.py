@@ -1,7 +1,10 @@
 """The MLflow tracker on a local sqlite store: runs, params, metrics and per-step curves."""
 
+import os
+
 import mlflow
 import numpy as np
+import pytest
 
 from mixlib import tracking
 
@@ -12,7 +15,12 @@ def test_job_run_logs_params_metrics_and_batched_history(tmp_path, monkeypatch):
     tracking.init_store(uri, "t")
     curve = np.cos(np.arange(2500) / 100.0)  # more points than one MLflow batch holds
     with tracking.job_run(
-        enabled=True, uri=uri, experiment="t", rule="train_model", wildcards={"seed": 3}
+        enabled=True,
+        uri=uri,
+        experiment="t",
+        rule="train_model",
+        wildcards={"seed": 3},
+        defer=False,
     ) as tr:
         tr.log_params({"kind": "kmeans", "nested": {"a": 1}})
         tr.log_metrics({"acc": 0.5, "bad": float("nan")})
@@ -28,3 +36,79 @@ def test_job_run_logs_params_metrics_and_batched_history(tmp_path, monkeypatch):
     assert [m.step for m in hist] == list(range(2500))
     np.testing.assert_allclose([m.value for m in hist], curve)
     assert not client.get_metric_history(run_id, "history/skipped")
+
+
+def _log_everything(tr, artifact):
+    tr.log_params({"kind": "kmeans", "nested": {"a": 1}})
+    tr.log_metrics({"acc": 0.5})
+    tr.log_metrics({"loss": 2.0}, step=3)
+    tr.log_history({"loss": [3.0, 2.0, float("nan"), 1.0]})
+    tr.log_artifact(artifact, "figures")
+
+
+def _run_data(client, run_id):
+    run = client.get_run(run_id)
+    tags = {
+        k: v for k, v in run.data.tags.items() if k.startswith("mixlib.") or k == "mlflow.runName"
+    }
+    hist = [(m.step, m.value) for m in client.get_metric_history(run_id, "history/loss")]
+    loss = [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")]
+    arts = [f.path for f in client.list_artifacts(run_id, "figures")]
+    return run.info.status, run.data.params, run.data.metrics, tags, sorted(hist), loss, arts
+
+
+def test_spooled_run_replays_to_the_same_mlflow_run_as_live(tmp_path, monkeypatch):
+    """defer=True records without MLflow; sync_spool logs what live logging would have, with
+    the artifact as it was when the job logged it (a rerun replacing the file doesn't change it)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    tracking.init_store(uri, "t")
+    art = tmp_path / "fig.png"
+    art.write_text("first")
+    kw = dict(enabled=True, uri=uri, experiment="t", rule="train_model", wildcards={"seed": 3})
+    with tracking.job_run(defer=False, root=tmp_path, **kw) as live:
+        _log_everything(live, art)
+    with tracking.job_run(defer=True, root=tmp_path, **kw) as spooled:
+        _log_everything(spooled, art)
+    assert spooled.run_id is None and len(spooled.job_key) == 32
+    (tmp_path / "new.png").write_text("replaced by a rerun")  # as the pipeline writes: a new
+    os.replace(tmp_path / "new.png", art)  # file moved over the old (Snakemake also deletes first)
+    spool = tmp_path / tracking.SPOOL_DIR
+    assert tracking.sync_spool(uri, "t", spool) == 1
+    assert not list(spool.iterdir())
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs(
+        [client.get_experiment_by_name("t").experiment_id], order_by=["attributes.start_time"]
+    )
+    assert len(runs) == 2
+    a, b = (_run_data(client, r.info.run_id) for r in runs)
+    assert a[0] == b[0] == "FINISHED"
+    assert a[1] == b[1] and a[2] == b[2] and a[4] == b[4] == [(0, 3.0), (1, 2.0), (3, 1.0)]
+    assert a[5] == b[5] == [(3, 2.0)] and a[6] == b[6] == ["figures/fig.png"]
+    key = lambda t: {k: v for k, v in t.items() if k != "mixlib.job_key"}  # noqa: E731
+    assert key(a[3]) == key(b[3]) and a[3]["mixlib.rule"] == "train_model"
+    assert b[3]["mixlib.job_key"] == spooled.job_key
+    local = mlflow.artifacts.download_artifacts(
+        run_id=runs[1].info.run_id, artifact_path="figures/fig.png", dst_path=str(tmp_path / "dl")
+    )
+    assert open(local).read() == "first"
+
+
+def test_spooled_failed_job_and_killed_job(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    kw = dict(enabled=True, uri=uri, experiment="t", rule="evaluate", wildcards={}, root=tmp_path)
+    with pytest.raises(RuntimeError):
+        with tracking.job_run(**kw) as tr:
+            tr.log_metrics({"acc": 1.0})
+            raise RuntimeError("job failed")
+    killed = tmp_path / tracking.SPOOL_DIR / "deadbeef"  # a job killed before it ended
+    (killed / "artifacts").mkdir(parents=True)
+    spool = tmp_path / tracking.SPOOL_DIR
+    assert tracking.sync_spool(uri, "t", spool) == 1 and killed.exists()  # left: may be running
+    assert tracking.sync_spool(uri, "t", spool, drop_incomplete=True) == 0
+    assert not killed.exists()
+    (run,) = mlflow.MlflowClient(uri).search_runs(
+        [mlflow.MlflowClient(uri).get_experiment_by_name("t").experiment_id]
+    )
+    assert run.info.status == "FAILED" and run.data.metrics["acc"] == 1.0

@@ -73,7 +73,9 @@ def mlflow_runs(uri, experiment="tiny"):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     wd = tmp_path_factory.mktemp("tiny")
-    p = run_snakemake(wd, "--cores", "4")
+    cfg = yaml.safe_load((ROOT / "config/tiny.yaml").read_text())
+    cfg["tracking"]["defer"] = False  # jobs log live: 4 parallel writers on one sqlite store
+    p = run_snakemake(wd, "--cores", "4", config=cfg)
     return wd, p
 
 
@@ -118,6 +120,17 @@ def test_rerun_is_noop_and_same_seed_same_numbers(tiny_run):
     assert key(before) == key(after)
     runs = mlflow_runs(f"sqlite:///{wd}/results/mlflow/mlflow.db")
     assert runs["tags.mixlib.invocation"].nunique() == 2  # the two invocations are told apart
+    # the second invocation ran deferred (tiny.yaml's default): its 6 train and 6 evaluate jobs
+    # were spooled and logged when it ended, nothing left in the spool
+    last = runs.sort_values("start_time")["tags.mixlib.invocation"].iloc[-1]
+    second = runs[runs["tags.mixlib.invocation"] == last]
+    rules = second["tags.mixlib.rule"].value_counts().to_dict()
+    assert rules == {"workflow": 1, "train_model": 6, "evaluate": 6}, rules
+    assert (second.status == "FINISHED").all()
+    assert not list((wd / "results/mlflow/spool").iterdir())
+    # a record names the MLflow run of the job that trained its labels (tag mixlib.job_key)
+    train_keys = set(second.loc[second["tags.mixlib.rule"] == "train_model", "tags.mixlib.job_key"])
+    assert {r["job_key"] for r in after} <= train_keys
 
 
 def test_changing_one_model_reruns_only_its_jobs(tiny_run):
@@ -260,7 +273,8 @@ def test_tracking_server(tmp_path):
         p = run_snakemake(wd, "--cores", "2", config=cfg)
         # the runs went to the server, not to a store picked up from elsewhere
         assert f"MLflow: {uri} experiment 'tiny'" in p.stdout + p.stderr, context()
-        assert not (wd / "results/mlflow").exists(), context()
+        assert not (wd / "results/mlflow/mlflow.db").exists(), context()
+        assert not list((wd / "results/mlflow/spool").iterdir()), context()  # all synced
         exp = rest("experiments/get-by-name?experiment_name=tiny")["experiment"]["experiment_id"]
         runs = rest("runs/search", {"experiment_ids": [exp], "max_results": 1000}).get("runs", [])
         rules = [

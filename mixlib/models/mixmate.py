@@ -284,15 +284,6 @@ def train_step(
     return float(loss.detach())
 
 
-def _mosaic(tiles: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """(R, C, h*w) images in [0, 1] -> one (R*(h+1)-1, C*(w+1)-1) array, white 1-pixel gaps."""
-    h, w = shape
-    R, C = tiles.shape[:2]
-    out = np.ones((R, h + 1, C, w + 1))
-    out[:, :h, :, :w] = tiles.reshape(R, C, h, w).transpose(0, 2, 1, 3)
-    return out.reshape(R * (h + 1), C * (w + 1))[:-1, :-1]
-
-
 def dictionaries_from_labels(
     X: np.ndarray, labels: np.ndarray, n_clusters: int, n_atoms: int, rng: np.random.Generator
 ) -> np.ndarray:
@@ -720,6 +711,8 @@ class MixMate(ClusterModel):
         """
         from matplotlib.figure import Figure  # Agg canvas, no pyplot global state
 
+        from ..plots import mosaic
+
         outdir = Path(outdir)
         outdir.mkdir(parents=True, exist_ok=True)
         A, b = self._fitted()
@@ -739,7 +732,7 @@ class MixMate(ClusterModel):
             span = np.maximum(D.max(axis=1, keepdims=True) - lo, 1e-12)
             fig = Figure(figsize=(max(4.0, N * 0.3), K * 0.35 + 0.6))
             ax = fig.subplots()
-            ax.imshow(_mosaic(((D - lo) / span).transpose(0, 2, 1), shape), cmap="gray")
+            ax.imshow(mosaic(((D - lo) / span).transpose(0, 2, 1), shape), cmap="gray")
             ax.set_yticks([k * (h + 1) + h / 2 for k in range(K)], [str(k) for k in range(K)])
             ax.set_xticks([])
             ax.set_ylabel("dictionary")
@@ -765,7 +758,7 @@ class MixMate(ClusterModel):
             lo, hi = float(Xs.min()), float(Xs.max())
             fig = Figure(figsize=(n_show * 0.9, (K + 1) * 0.9))
             ax = fig.subplots()
-            ax.imshow(_mosaic(np.clip((rows - lo) / max(hi - lo, 1e-12), 0, 1), shape), cmap="gray")
+            ax.imshow(mosaic(np.clip((rows - lo) / max(hi - lo, 1e-12), 0, 1), shape), cmap="gray")
             ax.set_axis_off()
         else:
             fig = Figure(figsize=(3 * n_show, 2.5))
