@@ -157,6 +157,13 @@ def initialize(
     spec = dict(spec)
     method = spec.pop("method")
     fit = datalib.fit_rows(ds)
+    if spec.get("feature") == "scattering":
+        if len(ds.image_shape) != 2:
+            raise ValueError(
+                f"init {init!r}: feature 'scattering' needs images, but dataset {dataset!r} has "
+                f"image shape {ds.image_shape or 'none'} (not (h, w)); use feature raw or pca"
+            )
+        spec["image_shape"] = ds.image_shape
     t0 = time.perf_counter()
     labels = np.full(ds.y.shape[0], -1, dtype=np.int64)
     labels[fit], info = initlib.initialize(

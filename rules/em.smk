@@ -18,7 +18,7 @@ rule prepare_em_dataset:
         spec=em_dataset_spec,
         file_sha256=lambda wc: file_sha256(em_dataset_spec(wc)["source"]),
     script:
-        "../workflow_scripts/prepare_em_dataset.py"
+        "../workflow_scripts/prepare_dataset.py"
 
 
 rule gmm_exercise:
