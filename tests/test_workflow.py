@@ -315,3 +315,17 @@ def test_lint_only_conda_warnings():
         if ln.startswith("*") and "conda" not in ln.lower() and "container" not in ln.lower()
     ]
     assert not other, text
+
+
+@pytest.mark.parametrize(
+    "name, n_jobs",
+    [("config", 85), ("experiments", 39), ("mnist_cpu", 28), ("paper", 762), ("tiny", 19)],
+)
+def test_shipped_configs_pass_checks_and_plan(tmp_path, name, n_jobs):
+    """Every config in config/ passes the schema and the config checks and plans its jobs
+    (a dry run: no data is read); the job counts are the ones the README and comments state."""
+    p = run_snakemake(
+        tmp_path, "-n", config=yaml.safe_load((ROOT / f"config/{name}.yaml").read_text())
+    )
+    total = [ln.split() for ln in p.stdout.splitlines() if ln.startswith("total")]
+    assert total and int(total[0][1]) == n_jobs, p.stdout[-2000:]
