@@ -319,7 +319,7 @@ def test_lint_only_conda_warnings():
 
 @pytest.mark.parametrize(
     "name, n_jobs",
-    [("config", 85), ("experiments", 39), ("mnist_cpu", 28), ("paper", 762), ("tiny", 19)],
+    [("config", 85), ("experiments", 39), ("mnist_cpu", 28), ("paper", 807), ("tiny", 19)],
 )
 def test_shipped_configs_pass_checks_and_plan(tmp_path, name, n_jobs):
     """Every config in config/ passes the schema and the config checks and plans its jobs
