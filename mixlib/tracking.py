@@ -151,7 +151,10 @@ class MlflowTracker(Tracker):
             self._client.log_batch(self.run_id, metrics=points[i : i + 1000])
 
     def log_artifact(self, path, subdir=None):
-        if Path(path).exists():
+        path = Path(path)
+        if path.is_dir():
+            self._client.log_artifacts(self.run_id, str(path), artifact_path=subdir)
+        elif path.exists():
             self._client.log_artifact(self.run_id, str(path), artifact_path=subdir)
 
 
