@@ -3,6 +3,7 @@ from mixlib.pipeline import initialize, run_job
 run_job(
     snakemake,
     initialize,
+    torch_threads=True,  # the scattering feature runs in torch: keep it to the job's threads
     data_path=snakemake.input.data,
     dataset=snakemake.wildcards.dataset,
     init=snakemake.wildcards.init,
