@@ -347,3 +347,25 @@ def test_experiment_figures_smoke(tmp_path):
         plot_kl_history(recs, tmp_path / "kl.png"),
     ]
     assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_cpu_fit_runs_torch_single_threaded_and_restores_its_thread_count():
+    """On the CPU the heavy kernels are numpy BLAS: fit sets torch's pool to 1 thread inside
+    (the two pools contend) and gives the caller's setting back."""
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    seen = []
+    orig = gmm_em.estimate_log_prob_resp
+
+    def spy(*a, **k):
+        seen.append(torch.get_num_threads())
+        return orig(*a, **k)
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gmm_em.estimate_log_prob_resp = spy
+        GaussianMixtureEM(2, max_iter=50, random_state=0, device="cpu").fit(X)
+        assert seen and set(seen) == {1} and torch.get_num_threads() == 2
+    finally:
+        gmm_em.estimate_log_prob_resp = orig
+        torch.set_num_threads(old)
