@@ -147,8 +147,8 @@ def log_gaussian_prob(
 @contextmanager
 def _torch_threads(n: int | None):
     """torch's intra-op thread count set to ``n`` inside (unchanged for None). On the CPU the
-    O(N D^2) kernels run in numpy's BLAS with its own threads; torch's ops around them are
-    O(N K) and its OpenMP pool, spinning beside BLAS's threads, costs more than it gains
+    O(K N D^2) kernels run in numpy's BLAS with its own threads; torch's ops around them are
+    O(K N D) at most and its OpenMP pool, spinning beside BLAS's threads, costs more than it gains
     (benchmarks/bench_em.py at 2 threads: 452 ms per iteration with both pools, 388 with
     torch's at 1)."""
     old = torch.get_num_threads()
