@@ -231,20 +231,19 @@ def sync_spool(
         for d in spool.iterdir():
             if d.is_dir() and not (d / "run.json").exists():
                 shutil.rmtree(d)
-    records = sorted(spool.glob("*/run.json")) if spool.is_dir() else []
+    paths = spool.glob("*/run.json") if spool.is_dir() else []
+    records = sorted(
+        ((json.loads(p.read_text()), p) for p in paths), key=lambda r: r[0]["start_time"]
+    )
     if not records:
         return 0
     import mlflow
 
     exp_id = init_store(uri, experiment)
     client = mlflow.MlflowClient(uri)
-    for path in sorted(records, key=lambda p: json.loads(p.read_text())["start_time"]):
-        rec = json.loads(path.read_text())
-        tags = dict(rec["tags"], **{"mixlib.job_key": rec["job_key"]})
-        if rec.get("parent_run_id"):
-            tags["mlflow.parentRunId"] = rec["parent_run_id"]
+    for rec, path in records:
         run = client.create_run(
-            exp_id, start_time=rec["start_time"], tags=tags, run_name=rec["name"]
+            exp_id, start_time=rec["start_time"], tags=rec["tags"], run_name=rec["name"]
         )
         tr = MlflowTracker(client, run.info.run_id, rec["job_key"])
         for call in rec["calls"]:
@@ -290,10 +289,11 @@ def job_run(
         tags["mixlib.invocation"] = os.environ[INVOCATION_ENV]
     if os.environ.get("SLURM_JOB_ID"):
         tags["slurm.job_id"] = os.environ["SLURM_JOB_ID"]
-    parent = os.environ.get(PARENT_ENV)
+    if os.environ.get(PARENT_ENV):
+        tags["mlflow.parentRunId"] = os.environ[PARENT_ENV]
     name = rule + ("[" + ",".join(f"{v}" for v in wildcards.values()) + "]" if wildcards else "")
     if defer:
-        run = {"name": name, "tags": tags, "parent_run_id": parent}
+        run = {"name": name, "tags": tags}
         tracker = SpoolTracker(Path(root) / SPOOL_DIR, job_key, run)
         try:
             yield tracker
@@ -308,8 +308,6 @@ def job_run(
     resolved = resolve_uri(uri, root)
     exp_id = init_store(resolved, experiment)
     client = mlflow.MlflowClient(resolved)
-    if parent:
-        tags["mlflow.parentRunId"] = parent
     run = client.create_run(exp_id, tags=tags, run_name=name)
     try:
         yield MlflowTracker(client, run.info.run_id, job_key)

@@ -126,6 +126,10 @@ def test_rerun_is_noop_and_same_seed_same_numbers(tiny_run):
     second = runs[runs["tags.mixlib.invocation"] == last]
     rules = second["tags.mixlib.rule"].value_counts().to_dict()
     assert rules == {"workflow": 1, "train_model": 6, "evaluate": 6}, rules
+    wf = second.loc[second["tags.mixlib.rule"] == "workflow", "run_id"].item()
+    assert set(second.loc[second["tags.mixlib.rule"] != "workflow", "tags.mlflow.parentRunId"]) == {
+        wf
+    }
     assert (second.status == "FINISHED").all()
     assert not list((wd / "results/mlflow/spool").iterdir())
     # a record names the MLflow run of the job that trained its labels (tag mixlib.job_key)
