@@ -38,6 +38,10 @@ def check_config(config: dict) -> None:
                 f"datasets.{name}.split: {split!r} needs a source with an official train/test "
                 f"split ({with_split}); {spec['source']!r} has none"
             )
+    for name, spec in inits.items():
+        for d in spec.get("overrides") or {}:
+            if d not in datasets:
+                raise ConfigError(f"inits.{name}.overrides: {d!r} is not defined under `datasets`")
     for source, sums in (config.get("file_sha256") or {}).items():
         if source not in download.SOURCES:
             raise ConfigError(
@@ -93,6 +97,14 @@ def _check_experiments(config: dict) -> None:
         split = spec.get("split") or "all"
         if split != "all" and not getattr(download.SOURCES.get(source), "has_split", False):
             raise ConfigError(f"{key}.split: {split!r} needs a source with a train/test split")
+
+
+def init_spec(config: dict, init: str, dataset: str) -> dict:
+    """The keys of init ``init`` as it runs on ``dataset``: its entry with that dataset's
+    ``overrides`` applied (and ``overrides`` itself removed)."""
+    spec = dict(config["inits"][init])
+    over = spec.pop("overrides", None) or {}
+    return {**spec, **over.get(dataset, {})}
 
 
 def remote_source(config: dict, dataset: str) -> str | None:

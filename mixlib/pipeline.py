@@ -166,10 +166,10 @@ def initialize(
         spec["image_shape"] = ds.image_shape
     t0 = time.perf_counter()
     labels = np.full(ds.y.shape[0], -1, dtype=np.int64)
-    labels[fit], info = initlib.initialize(
-        ds.X[fit], ds.meta["n_clusters"], method, seed=seed, **spec
-    )
+    X = ds.X if fit.all() else ds.X[fit]  # no copy of a 70,000-image data set
+    labels[fit], info = initlib.initialize(X, ds.meta["n_clusters"], method, seed=seed, **spec)
     seconds = time.perf_counter() - t0
+    steps = {k: v for k, v in info.items() if k.startswith("seconds_")}
     save_npy(out_labels, labels)
     seen = labels >= 0
     m = metriclib.cluster_metrics(ds.y[seen], labels[seen])
@@ -186,11 +186,12 @@ def initialize(
         run_id=tracker.run_id,
         job_key=tracker.job_key,
         method=method,
+        **steps,
         **m,
     )
     write_json(out_record, [record])
     tracker.log_params({"method": method, "seed": seed, **spec})
-    tracker.log_metrics({**m, "seconds": seconds, "n_labelled": info["n_labelled"]})
+    tracker.log_metrics({**m, "seconds": seconds, "n_labelled": info["n_labelled"], **steps})
     tracker.log_artifact(out_labels)
     log.info("init %s on %s seed %d: %s", init, dataset, seed, m)
 
@@ -347,13 +348,20 @@ def aggregate(
     datasets: dict,
     out_long: str,
     out_summary: str,
-    table_dir: str,
-    figure_dir: str,
+    tables_out: dict,
+    figures_out: dict,
+    paper_out: tuple[str, str, str],
     reference_csv: str | None = None,
+    provenance: dict | None = None,
     tracker=tracking.NULL_TRACKER,
 ):
-    """Concatenate every record into the long CSV, then a paper-style table (md/tex/csv) and a
-    figure per dataset."""
+    """Concatenate every record into the long CSV; write a table (md/tex/csv) and a figure per
+    dataset, and the cross-dataset table ``paper_out`` (MixMate's Table 1 layout) with its
+    provenance lines.
+
+    ``tables_out`` maps each dataset to its ``(md, tex, csv)`` paths and ``figures_out`` to its
+    figure path, as the rule declares them; ``provenance`` (:func:`mixlib.provenance.describe`)
+    is printed under the cross-dataset table's title."""
     from . import plots, tables
 
     recs = [dict(r, source=str(p)) for p in records for r in read_json(p)]
@@ -363,15 +371,35 @@ def aggregate(
         with atomic_path(path) as tmp:
             df.to_csv(tmp, index=False)
         tracker.log_artifact(path, "tables")
+    published = {
+        name: tables.published_for(reference_csv, datasets[name].get("published_as", name))
+        for name in datasets
+    }
     for name in datasets:
-        pub = tables.published_for(reference_csv, datasets[name].get("published_as", name))
-        cells, best = tables.paper_table(summary, name, pub)
+        cells, best = tables.paper_table(summary, name, published[name])
         title = f"{name}: mean ± std over seeds (n runs)"
-        for p in tables.write_tables(cells, best, Path(table_dir) / name, title):
+        for p in tables.write_tables(cells, best, *tables_out[name], title):
             tracker.log_artifact(p, "tables")
-        fig = plots.metrics_by_method(long, name, Path(figure_dir) / f"{name}_metrics.png")
+        fig = plots.metrics_by_method(long, name, figures_out[name])
         tracker.log_artifact(fig, "figures")
+    cells, best = tables.cross_table(summary, published)
+    title = f"{', '.join(datasets)}: mean ± std over seeds (n runs)"
+    notes = _provenance_notes(provenance, long)
+    for p in tables.write_tables(cells, best, *paper_out, title, notes):
+        tracker.log_artifact(p, "tables")
     tracker.log_metrics({"n_records": len(long)})
+
+
+def _provenance_notes(provenance: dict | None, long) -> list[str]:
+    """Lines naming what made a table: the command, configs, commit and the jobs' wall time."""
+    notes = [
+        "INIT = the untrained model right after its initialisation; `init: X` = the labels of "
+        "initialisation X itself (no model); [published] = the paper's number.",
+        f"Runs: {len(long)} records of {long.seed.nunique()} seed(s).",
+    ]
+    if not provenance:
+        return notes
+    return notes + [f"{k}: {v}" for k, v in provenance.items()]
 
 
 def sweep_table(
@@ -521,7 +549,9 @@ def gmm25_aggregate(
     *,
     records: list[str],
     out_runs: str,
-    table_stem: str,
+    out_md: str,
+    out_tex: str,
+    out_csv: str,
     out_figure: str,
     reference_csv: str | None = None,
     published_as: str | None = "gmm25_simulation",
@@ -541,7 +571,7 @@ def gmm25_aggregate(
         "25-component simulation: test joint KL(q || p), mean ± std over seeds; final = last "
         "iterate, min = minimum over iterations (the reference code's statistic)"
     )
-    paths = [out_runs, *tables.write_tables(cells, best, table_stem, title)]
+    paths = [out_runs, *tables.write_tables(cells, best, out_md, out_tex, out_csv, title)]
     for p in paths:
         tracker.log_artifact(p, "tables")
     tracker.log_artifact(em.plot_kl_history(recs, out_figure), "figures")

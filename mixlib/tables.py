@@ -65,24 +65,61 @@ def _fmt(mean: float, std: float, n, metric: str) -> str:
     return s
 
 
+def _column(metric: str) -> str:
+    return metric if metric == "params" else metric.upper()
+
+
 def paper_table(summary: pd.DataFrame, dataset: str, published: pd.DataFrame | None = None):
-    """Return ``(cells, best)``: a DataFrame of formatted strings (metrics × methods) and a
-    boolean frame marking the best mean of each metric row (params are never marked)."""
-    s = summary[summary.dataset == dataset]
-    if published is not None and not published.empty:
-        s = pd.concat([s, published], ignore_index=True)
+    """Return ``(cells, best)`` for one dataset: a DataFrame of formatted strings, one row per
+    method (ours, then the published ones), columns NMI, ARI, ACC and params, and a boolean
+    frame marking the best mean of each metric column (params are never marked)."""
+    return cross_table(summary, {dataset: published}, prefix=False)
+
+
+def cross_table(summary: pd.DataFrame, datasets: dict, *, prefix: bool = True):
+    """Return ``(cells, best)``: one row per method across ``datasets`` (``{name: published
+    summary or None}``), a column per dataset and metric (``"<dataset> NMI"``, ...; without the
+    dataset name when ``prefix`` is False) plus ``params`` (per dataset where they differ), as in
+    Table 1 of MixMate's paper. A method missing on a dataset has empty cells there; the best
+    mean of each metric column is marked."""
+    parts = []
+    for name, published in datasets.items():
+        s = summary[summary.dataset == name].assign(dataset=name)
+        if published is not None and not published.empty:
+            s = pd.concat([s, published.assign(dataset=name)], ignore_index=True)
+        parts.append(s)
+    s = pd.concat(parts, ignore_index=True) if parts else summary.iloc[:0]
     methods = list(dict.fromkeys(s.method))
-    rows = [r for r in ROWS if r in set(s.metric)]
-    cells = pd.DataFrame("", index=rows, columns=methods)
-    means = pd.DataFrame(np.nan, index=rows, columns=methods)
-    for r in s.itertuples():
-        cells.loc[r.metric, r.method] = _fmt(r.mean, r.std, r.n, r.metric)
-        means.loc[r.metric, r.method] = r.mean
-    best = pd.DataFrame(False, index=rows, columns=methods)
-    for metric in rows:
-        if metric != "params" and means.loc[metric].notna().any():
-            best.loc[metric] = means.loc[metric] == means.loc[metric].max()
-    cells.index.name = "metric"
+    # published rows after ours, each kept in its order
+    methods = [m for m in methods if "[published]" not in m] + [
+        m for m in methods if "[published]" in m
+    ]
+    cols, keys = [], []
+    for name in datasets:
+        present = set(s[s.dataset == name].metric)
+        for metric in METRICS:
+            if metric in present:
+                cols.append(f"{name} {_column(metric)}" if prefix else _column(metric))
+                keys.append((name, metric))
+    params = s[s.metric == "params"]
+    per_dataset_params = params.groupby("method")["mean"].nunique().gt(1).any()
+    for name in datasets if per_dataset_params else list(datasets)[:1]:
+        if not params.empty:
+            label = f"{name} params" if (prefix and per_dataset_params) else "params"
+            cols.append(label)
+            keys.append((name if per_dataset_params else None, "params"))
+    cells = pd.DataFrame("", index=methods, columns=cols)
+    means = pd.DataFrame(np.nan, index=methods, columns=cols)
+    for col, (name, metric) in zip(cols, keys):
+        sub = s[(s.metric == metric) & ((s.dataset == name) if name is not None else True)]
+        for r in sub.drop_duplicates("method").itertuples():
+            cells.loc[r.method, col] = _fmt(r.mean, r.std, r.n, metric)
+            means.loc[r.method, col] = r.mean
+    best = pd.DataFrame(False, index=methods, columns=cols)
+    for col, (_, metric) in zip(cols, keys):
+        if metric != "params" and means[col].notna().any():
+            best[col] = means[col] == means[col].max()
+    cells.index.name = "method"
     return cells, best
 
 
@@ -101,13 +138,17 @@ def published_for(reference_csv: str | Path | None, name: str | None) -> pd.Data
     )
 
 
-def to_markdown(cells: pd.DataFrame, best: pd.DataFrame, title: str = "") -> str:
+def to_markdown(cells: pd.DataFrame, best: pd.DataFrame, title: str = "", notes=()) -> str:
+    """A Markdown table: the index (named by ``cells.index.name``) as the first column, best
+    cells in bold; ``notes`` are lines printed under the title."""
     bold = cells.where(~best, "**" + cells + "**")
     lines = [f"### {title}", ""] if title else []
-    lines.append("| metric | " + " | ".join(bold.columns) + " |")
+    if notes:
+        lines += [*(f"{n}  " for n in notes), ""]
+    lines.append(f"| {cells.index.name or ''} | " + " | ".join(bold.columns) + " |")
     lines.append("|---|" + "---|" * len(bold.columns))
-    for metric, row in bold.iterrows():
-        lines.append(f"| {metric.upper()} | " + " | ".join(row) + " |")
+    for label, row in bold.iterrows():
+        lines.append(f"| {label} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -132,14 +173,12 @@ def to_latex(cells: pd.DataFrame, best: pd.DataFrame, caption: str = "") -> str:
         r"\centering",
         rf"\begin{{tabular}}{{l{'c' * len(cols)}}}",
         r"\toprule",
-        " & ".join(["Metric", *(_tex(c) for c in cols)]) + r" \\",
+        " & ".join([_tex(cells.index.name or ""), *(_tex(c) for c in cols)]) + r" \\",
         r"\midrule",
     ]
-    for metric, row in cells.iterrows():
-        vals = [
-            rf"\textbf{{{_tex(v)}}}" if best.loc[metric, c] else _tex(v) for c, v in row.items()
-        ]
-        out.append(" & ".join([metric.upper(), *vals]) + r" \\")
+    for label, row in cells.iterrows():
+        vals = [rf"\textbf{{{_tex(v)}}}" if best.loc[label, c] else _tex(v) for c, v in row.items()]
+        out.append(" & ".join([_tex(str(label)), *vals]) + r" \\")
     out += [r"\bottomrule", r"\end{tabular}"]
     if caption:
         out.append(rf"\caption{{{_tex(caption)}}}")
@@ -147,16 +186,18 @@ def to_latex(cells: pd.DataFrame, best: pd.DataFrame, caption: str = "") -> str:
     return "\n".join(out) + "\n"
 
 
-def write_tables(cells, best, stem: str | Path, title: str) -> list[Path]:
-    """Write ``stem.md``, ``stem.tex`` and ``stem.csv`` atomically; return their paths."""
-    stem = Path(stem)
+def write_tables(cells, best, out_md, out_tex, out_csv, title: str, notes=()) -> list[Path]:
+    """Write the table as Markdown, LaTeX and CSV to the given paths, atomically; return them.
+    ``notes`` (lines: provenance, caveats) go under the Markdown title and into the CSV as
+    ``#`` comment lines after the table."""
     paths = []
-    for ext, text in [
-        (".md", to_markdown(cells, best, title)),
-        (".tex", to_latex(cells, best, title)),
-        (".csv", cells.to_csv()),
+    csv = cells.to_csv() + "".join(f"# {n}\n" for n in notes)
+    for p, text in [
+        (out_md, to_markdown(cells, best, title, notes)),
+        (out_tex, to_latex(cells, best, title)),
+        (out_csv, csv),
     ]:
-        p = stem.with_suffix(ext)
+        p = Path(p)
         with atomic_path(p) as tmp:
             tmp.write_text(text)
         paths.append(p)

@@ -8,6 +8,7 @@ from mixlib.config import (
     check_config,
     expand_models,
     find_sweep,
+    init_spec,
     model_runs,
     remote_source,
     sweep_runs,
@@ -53,14 +54,51 @@ def eval_records():
     ]
 
 
+TABLE_EXTS = ("md", "tex", "csv")
+
+
+def dataset_tables():
+    """{dataset: [md, tex, csv]} of the per-dataset tables."""
+    return {d: [f"results/tables/{d}.{ext}" for ext in TABLE_EXTS] for d in DATASETS}
+
+
 def table_outputs():
-    return [
-        f"results/tables/{d}.{ext}" for d in DATASETS for ext in ("md", "tex", "csv")
-    ]
+    return [p for paths in dataset_tables().values() for p in paths]
+
+
+def dataset_figures():
+    return {d: f"results/figures/{d}_metrics.png" for d in DATASETS}
 
 
 def figure_outputs():
-    return [f"results/figures/{d}_metrics.png" for d in DATASETS]
+    return list(dataset_figures().values())
+
+
+PAPER_TABLE = [f"results/tables/paper.{ext}" for ext in TABLE_EXTS]
+INVOCATION = "results/provenance/invocation.json"
+
+
+def job_benchmarks():
+    """Benchmark files of the jobs behind the tables (data, inits, training)."""
+    runs = model_runs(config)
+    out = [f"results/benchmarks/prepare_dataset/{d}.tsv" for d in DATASETS]
+    used = sorted({(d, i) for d, _, i, _ in runs if i != "none"})
+    out += [f"results/benchmarks/initialize/{d}/{i}/seed{s}.tsv" for d, i in used for s in SEEDS]
+    out += [
+        f"results/benchmarks/train_model/{d}/{m}/{i}/seed{s}.tsv" for d, m, i, s in runs
+    ]
+    return out
+
+
+PUBLISH_DIR = config.get("publish_dir")
+
+
+def publish_outputs():
+    """Copies of the tables and figures under publish_dir (none when it is null)."""
+    if not PUBLISH_DIR:
+        return []
+    names = [Path(p).name for p in [*PAPER_TABLE, *table_outputs(), *figure_outputs()]]
+    return [f"{PUBLISH_DIR}/{n}" for n in [*names, "long.csv"]]
 
 
 EXPERIMENTS = config.get("experiments") or {}
@@ -130,6 +168,8 @@ def all_outputs():
         "results/tables/summary.csv",
         *table_outputs(),
         *figure_outputs(),
+        *PAPER_TABLE,
+        *publish_outputs(),
         *gmm_exercise_outputs(),
         *gmm25_outputs(),
         *sweep_outputs(),

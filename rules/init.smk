@@ -10,6 +10,6 @@ rule initialize:
         "results/benchmarks/initialize/{dataset}/{init}/seed{seed}.tsv"
     threads: 1
     params:
-        spec=lambda wc: config["inits"][wc.init],
+        spec=lambda wc: init_spec(config, wc.init, wc.dataset),
     script:
         "../workflow_scripts/initialize.py"

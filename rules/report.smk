@@ -34,6 +34,16 @@ rule aggregate:
             )
             for f in figure_outputs()
         ],
+        paper=[
+            report(
+                f,
+                caption="../config/report/table_paper.rst",
+                category="Tables",
+                subcategory="All datasets",
+                labels={"table": "all datasets (paper layout)", "format": Path(f).suffix[1:]},
+            )
+            for f in PAPER_TABLE
+        ],
     log:
         "results/logs/aggregate/aggregate.log",
     benchmark:
@@ -42,8 +52,28 @@ rule aggregate:
     params:
         datasets=config["datasets"],
         reference_csv=reference_csv(),
+        tables=dataset_tables(),
+        figures=dataset_figures(),
+        invocation=INVOCATION,
+        benchmarks=job_benchmarks(),
     script:
         "../workflow_scripts/aggregate.py"
+
+
+if PUBLISH_DIR:
+
+    rule publish_tables:
+        input:
+            files=[*PAPER_TABLE, *table_outputs(), *figure_outputs(), "results/tables/long.csv"],
+        output:
+            publish_outputs(),
+        log:
+            "results/logs/publish_tables/publish_tables.log",
+        threads: 1
+        params:
+            publish_dir=PUBLISH_DIR,
+        shell:
+            "cp {input.files} {params.publish_dir}/ 2> {log}"
 
 
 rule make_sweep_table:

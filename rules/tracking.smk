@@ -19,6 +19,12 @@ def _sync_spool(uri, drop_incomplete=False):
 
 
 onstart:
+    from mixlib import provenance as _provenance
+
+    _provenance.write_invocation(
+        INVOCATION,
+        _provenance.invocation(workflow.basedir, workflow.configfiles),
+    )
     if _TRACK.get("enabled", True):
         _uri = _tracking.resolve_uri(_TRACK.get("uri"), os.getcwd())
         _sync_spool(_uri, drop_incomplete=True)

@@ -1,4 +1,5 @@
 from mixlib.pipeline import aggregate, run_job
+from mixlib.provenance import describe
 
 run_job(
     snakemake,
@@ -7,7 +8,9 @@ run_job(
     datasets=snakemake.params.datasets,
     out_long=snakemake.output.long,
     out_summary=snakemake.output.summary,
-    table_dir="results/tables",
-    figure_dir="results/figures",
+    tables_out=snakemake.params.tables,
+    figures_out=snakemake.params.figures,
+    paper_out=list(snakemake.output.paper),
     reference_csv=snakemake.params.reference_csv,
+    provenance=describe(snakemake.params.invocation, snakemake.params.benchmarks),
 )

@@ -284,24 +284,50 @@ def train_step(
     return float(loss.detach())
 
 
+DICT_INITS = ("exemplars", "svd")
+
+
 def dictionaries_from_labels(
-    X: np.ndarray, labels: np.ndarray, n_clusters: int, n_atoms: int, rng: np.random.Generator
+    X: np.ndarray,
+    labels: np.ndarray,
+    n_clusters: int,
+    n_atoms: int,
+    rng: np.random.Generator,
+    method: str = "exemplars",
+    max_members: int = 5000,
 ) -> np.ndarray:
     """(K, M, N) initial dictionaries from an assignment, as in the reference ``trainv2.py``.
 
-    Each dictionary's atoms are ``n_atoms`` distinct random members of its cluster (points with
-    that label; ``-1`` points are ignored), each centred by subtracting its own mean over the
-    features and scaled to unit norm. A cluster with 0 < n_k < N members gets all of them plus
-    N - n_k noisy copies of random members (Gaussian noise of 10% of the member's norm) so its
-    atoms stay distinct; an empty cluster draws its atoms from all labelled points. An atom that
-    centres to zero (a constant point) is replaced by a random unit vector.
+    ``method="exemplars"`` (the reference's default): each dictionary's atoms are ``n_atoms``
+    distinct random members of its cluster (points with that label; ``-1`` points are ignored),
+    each centred by subtracting its own mean over the features and scaled to unit norm. A
+    cluster with 0 < n_k < N members gets all of them plus N - n_k noisy copies of random
+    members (Gaussian noise of 10% of the member's norm) so its atoms stay distinct; an empty
+    cluster draws its atoms from all labelled points. An atom that centres to zero (a constant
+    point) is replaced by a random unit vector.
+
+    ``method="svd"`` (the reference's ``use_svd``): the atoms are the ``n_atoms`` leading right
+    singular vectors of the (uncentred) matrix of the cluster's members (at most
+    ``max_members`` of them, drawn at random): the best rank-N subspace of the cluster in the
+    least-squares sense, instead of N samples of it. A cluster with fewer members than atoms
+    (or an empty one) is completed as for ``exemplars``.
     """
+    if method not in DICT_INITS:
+        raise ValueError(f"dict_init must be one of {DICT_INITS}, got {method!r}")
     M = X.shape[1]
     D = np.empty((n_clusters, M, n_atoms), dtype=np.float64)
     labelled = np.flatnonzero(labels >= 0)
     for k in range(n_clusters):
         members = np.flatnonzero(labels == k)
         pool = members if members.size else labelled
+        if method == "svd" and members.size >= n_atoms:
+            if members.size > max_members:
+                members = np.sort(rng.choice(members, max_members, replace=False))
+            _, _, Vt = np.linalg.svd(X[members].astype(np.float64), full_matrices=False)
+            atoms = Vt[:n_atoms]
+            atoms *= np.where(atoms.sum(1, keepdims=True) < 0, -1.0, 1.0)  # deterministic signs
+            D[k] = atoms.T
+            continue
         if pool.size >= n_atoms:
             atoms = X[rng.choice(pool, n_atoms, replace=False)].astype(np.float64)
         else:
@@ -383,8 +409,27 @@ class MixMate(ClusterModel):
         faster than 4096 for the fast path; the direct path prefers larger batches).
     fast : bool, default True
         Gram-matrix (code-space) FISTA; False runs the textbook data-space gradient.
+    init : {"auto", "ssc", "spectral", "kmeans"}, default "auto"
+        How ``fit`` assigns the points to dictionaries when it gets no ``init_labels``
+        (:func:`mixlib.init.initialize`). ``"ssc"`` is the paper's recipe: SSC-OMP (5 atoms) of
+        the scattering feature (J=3, per-channel max normalisation, uncentred PCA 500) of 2,000
+        random images; ``"spectral"`` clusters the kNN graph (k=10) of the same feature of
+        every image (slower, stronger: ACC 0.98 on all of MNIST); both need ``image_shape``.
+        ``"kmeans"`` runs k-means (``n_init`` restarts) on the vectors. ``"auto"`` is ``"ssc"``
+        when ``image_shape`` is given and ``"kmeans"`` otherwise: on vectors that are not
+        images k-means is what works (MNIST pixels: ACC ~0.55 from k-means against ~0.87 from
+        the scattering SSC on 5,000 images).
+    image_shape : tuple (h, w) or None, default None
+        Shape of the images the rows of X flatten; needed by the ``ssc`` and ``spectral`` inits.
+    dict_init : {"exemplars", "svd"}, default "exemplars"
+        How each dictionary is built from its cluster (:func:`dictionaries_from_labels`):
+        ``"exemplars"``, N random members (the reference's default), or ``"svd"``, the N leading
+        singular vectors of the members (the reference's ``use_svd``).
     n_init : int, default 10
-        k-means restarts used when ``fit`` gets no ``init_labels``.
+        k-means restarts of the ``kmeans`` init and of the spectral step of the others.
+    eval_every : int, default 1
+        With ``y`` given to ``fit``, the metrics of the model are recorded in ``history_``
+        every ``eval_every`` epochs (and after the last); each costs a pass over X.
     device : str, default "auto"
         torch device; "auto" picks CUDA when present.
     dtype : {"float32", "float64"}, default "float32"
@@ -399,7 +444,8 @@ class MixMate(ClusterModel):
     init_loss_, loss_ : mean loss over X before and after training.
     labels_ : (n,) final labels.
     history_ : dict of per-epoch lists: "loss" (mean training loss) and, when ``y`` is passed to
-        ``fit``, "acc", "nmi", "ari" of the model after each epoch.
+        ``fit``, "acc", "nmi", "ari" of the model after each epoch (NaN for the epochs
+        skipped by ``eval_every``).
     mask_ : (n, M) bool ndarray of observed pixels used in ``fit``, or None if none missing.
     """
 
@@ -420,7 +466,11 @@ class MixMate(ClusterModel):
         erase_frac=0.0,
         eval_batch_size=None,
         fast=True,
+        init="auto",
+        image_shape=None,
+        dict_init="exemplars",
         n_init=10,
+        eval_every=1,
         device="auto",
         dtype="float32",
         random_state=None,
@@ -440,7 +490,11 @@ class MixMate(ClusterModel):
         self.erase_frac = erase_frac
         self.eval_batch_size = eval_batch_size
         self.fast = fast
+        self.init = init
+        self.image_shape = image_shape
+        self.dict_init = dict_init
         self.n_init = n_init
+        self.eval_every = eval_every
         self.device = device
         self.dtype = dtype
         self.random_state = random_state
@@ -467,6 +521,19 @@ class MixMate(ClusterModel):
             int_ge("eval_batch_size", 1)
         int_ge("n_epochs", 0)
         int_ge("n_init", 1)
+        int_ge("eval_every", 1)
+        if self.init not in ("auto", "ssc", "spectral", "kmeans"):
+            raise ValueError(
+                f"init must be 'auto', 'ssc', 'spectral' or 'kmeans', got {self.init!r}"
+            )
+        if self.dict_init not in DICT_INITS:
+            raise ValueError(f"dict_init must be one of {DICT_INITS}, got {self.dict_init!r}")
+        if self.image_shape is not None:
+            shape = tuple(self.image_shape)
+            if len(shape) != 2 or not all(isinstance(v, numbers.Integral) and v > 0 for v in shape):
+                raise ValueError(f"image_shape must be (h, w) or None, got {self.image_shape!r}")
+        if self.init in ("ssc", "spectral") and self.image_shape is None:
+            raise ValueError(f"init={self.init!r} needs image_shape (h, w) of the images")
         real("lam", 0.0)
         real("step", 0.0, lo_open=True)
         real("beta", 0.0)
@@ -489,6 +556,27 @@ class MixMate(ClusterModel):
             or not isinstance(self.random_state, numbers.Integral)
         ):
             raise ValueError(f"random_state must be an int or None, got {self.random_state!r}")
+
+    def _own_init(self, X, seed: int) -> np.ndarray:
+        """Labels (-1 = unseen) of the ``init`` method (class docstring) for the rows of X."""
+        from ..init import initialize
+
+        method = self.init
+        if method == "auto":
+            method = "kmeans" if self.image_shape is None else "ssc"
+        if method == "kmeans":
+            kw = {"feature": "raw"}
+        else:
+            kw = {
+                "feature": "scattering",
+                "image_shape": tuple(self.image_shape),
+                "pca_components": 500,
+                "subset": 2000 if method == "ssc" else None,
+            }
+        labels, _ = initialize(
+            X, int(self.n_clusters), method, seed=seed, n_init=int(self.n_init), **kw
+        )
+        return labels
 
     def _torch_device(self) -> torch.device:
         from ..utils import resolve_device
@@ -580,12 +668,9 @@ class MixMate(ClusterModel):
         if complete is not None and int(complete.sum()) < K:
             complete = None
         if lab is None:
-            from sklearn.cluster import KMeans
-
-            rows = slice(None) if complete is None else complete
-            km = KMeans(K, n_init=int(self.n_init), random_state=seed).fit(X[rows])
+            rows = np.ones(n, dtype=bool) if complete is None else complete
             lab = np.full(n, -1, dtype=np.int64)
-            lab[rows] = km.labels_
+            lab[rows] = self._own_init(X[rows], seed)
         elif complete is not None:
             lab = np.where(complete, lab, -1)
         self.n_features_in_ = M
@@ -593,7 +678,7 @@ class MixMate(ClusterModel):
         dev, dt = self._torch_device(), _DTYPES[self.dtype]
         Xt, mt = self._to_tensors(X, self.mask_)
         # dictionaries from the points as observed (missing pixels are 0 after masking)
-        D = dictionaries_from_labels(Xt.cpu().numpy(), lab, K, N, rng)
+        D = dictionaries_from_labels(Xt.cpu().numpy(), lab, K, N, rng, self.dict_init)
         A = torch.nn.Parameter(torch.as_tensor(D, dtype=dt, device=dev))
         bias = torch.nn.Parameter(torch.zeros(K, dtype=dt, device=dev))
         bias.requires_grad_(not self.freeze_bias)
@@ -606,7 +691,7 @@ class MixMate(ClusterModel):
         hist = {"loss": []}
         if y is not None:
             hist.update(acc=[], nmi=[], ari=[])
-        for _ in range(int(self.n_epochs)):
+        for epoch in range(int(self.n_epochs)):
             perm = torch.as_tensor(rng.permutation(n), device=dev)
             running = 0.0
             for b in range(n_batches):
@@ -625,13 +710,17 @@ class MixMate(ClusterModel):
                     self.fast,
                 )
             hist["loss"].append(running / n_batches)
-            if y is not None:
+            last = epoch == int(self.n_epochs) - 1
+            if y is not None and ((epoch + 1) % int(self.eval_every) == 0 or last):
                 from ..metrics import ari, clustering_accuracy, nmi
 
                 lab_e, _ = self._evaluate(Xt, mt, A.detach(), bias.detach())
                 hist["acc"].append(clustering_accuracy(y, lab_e))
                 hist["nmi"].append(nmi(y, lab_e))
                 hist["ari"].append(ari(y, lab_e))
+            elif y is not None:  # not evaluated this epoch: curves stay aligned with "loss"
+                for key in ("acc", "nmi", "ari"):
+                    hist[key].append(float("nan"))
         self.history_ = hist
         self.n_iter_ = int(self.n_epochs)
         self.dictionaries_ = A.detach().cpu().numpy()
@@ -779,7 +868,9 @@ class MixMate(ClusterModel):
         ax1.set(xlabel="epoch", ylabel="training loss")
         for key in ("acc", "nmi", "ari"):
             if key in h:
-                ax2.plot(np.arange(1, len(h[key]) + 1), h[key], "o-", label=key)
+                v = np.asarray(h[key], dtype=float)
+                ok = np.isfinite(v)  # epochs without an evaluation (eval_every) are NaN
+                ax2.plot(np.arange(1, v.size + 1)[ok], v[ok], "o-", label=key)
         ax2.set(xlabel="epoch", ylabel="metric")
         if any(k in h for k in ("acc", "nmi", "ari")):
             ax2.legend()

@@ -1,0 +1,97 @@
+"""What made a result: the command, configs, code version and time of a workflow invocation.
+
+The workflow's ``onstart`` writes :func:`invocation` to ``results/provenance/invocation.json``
+(and appends it to ``invocations.jsonl``); the aggregate job turns it, with the jobs' own
+benchmark files, into the lines printed under a published table (:func:`describe`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+def git_commit(repo: str | os.PathLike) -> str:
+    """``<sha>`` of ``HEAD`` in ``repo``, with ``-dirty`` when tracked files differ from it;
+    ``unknown`` outside a git checkout."""
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("-dirty" if dirty else "")
+
+
+def invocation(repo, configfiles, argv=None) -> dict:
+    """The facts of this invocation: command line, config files, commit, start time, host."""
+    argv = list(sys.argv if argv is None else argv)
+    return {
+        "command": " ".join([Path(argv[0]).name, *argv[1:]]) if argv else "",
+        "configs": [str(c) for c in configfiles],
+        "commit": git_commit(repo),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host_cpus": os.cpu_count(),
+        "host": socket.gethostname(),
+    }
+
+
+def write_invocation(path: str | os.PathLike, info: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(info, indent=1))
+    with open(path.with_name("invocations.jsonl"), "a") as f:
+        f.write(json.dumps(info) + "\n")
+
+
+def jobs_seconds(benchmarks) -> tuple[float, int]:
+    """(sum of the wall-clock seconds, number of files) over Snakemake benchmark TSVs that
+    exist (column ``s``)."""
+    total, n = 0.0, 0
+    for p in benchmarks:
+        if not Path(p).is_file():
+            continue
+        with open(p) as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+        if rows:
+            total += float(rows[-1]["s"])
+            n += 1
+    return total, n
+
+
+def describe(invocation_path, benchmarks=()) -> dict:
+    """Lines of provenance for a table: the invocation that wrote it (when recorded) and the
+    summed wall time of the jobs behind it."""
+    out = {}
+    p = Path(invocation_path) if invocation_path else None
+    if p is not None and p.is_file():
+        info = json.loads(p.read_text())
+        out["command"] = f"`{info.get('command', '')}`"
+        out["config"] = ", ".join(info.get("configs", []))
+        out["commit"] = info.get("commit", "unknown")
+        started = info.get("started")
+        if started:
+            now = datetime.now(UTC)
+            elapsed = (now - datetime.fromisoformat(started)).total_seconds()
+            out["invocation"] = (
+                f"started {started}, table written {now.isoformat(timespec='seconds')} "
+                f"({elapsed / 60:.1f} min) on {info.get('host_cpus')} CPU(s)"
+            )
+    seconds, n = jobs_seconds(benchmarks)
+    if n:
+        out["jobs wall time"] = (
+            f"{seconds / 60:.1f} min summed over the {n} benchmarked jobs behind the table "
+            "(data, inits, training; whichever invocation ran them)"
+        )
+    return out
