@@ -83,7 +83,11 @@ def job_benchmarks():
     runs = model_runs(config)
     out = [f"results/benchmarks/prepare_dataset/{d}.tsv" for d in DATASETS]
     used = sorted({(d, i) for d, _, i, _ in runs if i != "none"})
-    out += [f"results/benchmarks/initialize/{d}/{i}/seed{s}.tsv" for d, i in used for s in SEEDS]
+    out += [
+        f"results/benchmarks/initialize/{d}/{i}/seed{s}.tsv"
+        for d, i in used
+        for s in SEEDS
+    ]
     out += [
         f"results/benchmarks/train_model/{d}/{m}/{i}/seed{s}.tsv" for d, m, i, s in runs
     ]

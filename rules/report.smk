@@ -40,7 +40,10 @@ rule aggregate:
                 caption="../config/report/table_paper.rst",
                 category="Tables",
                 subcategory="All datasets",
-                labels={"table": "all datasets (paper layout)", "format": Path(f).suffix[1:]},
+                labels={
+                    "table": "all datasets (paper layout)",
+                    "format": Path(f).suffix[1:],
+                },
             )
             for f in PAPER_TABLE
         ],
@@ -64,7 +67,12 @@ if PUBLISH_DIR:
 
     rule publish_tables:
         input:
-            files=[*PAPER_TABLE, *table_outputs(), *figure_outputs(), "results/tables/long.csv"],
+            files=[
+                *PAPER_TABLE,
+                *table_outputs(),
+                *figure_outputs(),
+                "results/tables/long.csv",
+            ],
         output:
             publish_outputs(),
         log:
