@@ -252,6 +252,16 @@ def sweep_fixed_params(wildcards):
     return MODELS[wildcards.model].get("params", {})
 
 
+def init_threads(wildcards):
+    """2 threads for the inits that run torch and BLAS on many points (the scattering feature,
+    a graph or SSC over every point), else 1."""
+    spec = init_spec(config, wildcards.init, wildcards.dataset)
+    heavy = spec.get("feature") == "scattering" or (
+        spec["method"] in ("spectral", "ssc") and not spec.get("subset")
+    )
+    return 2 if heavy else 1
+
+
 def train_threads(wildcards):
     """2 threads for the models whose fit is dominated by multithreaded torch maths, else 1:
     on a small machine the others spend most of their time importing and writing, which two

@@ -8,7 +8,7 @@ rule initialize:
         "results/logs/initialize/{dataset}/{init}/seed{seed}.log",
     benchmark:
         "results/benchmarks/initialize/{dataset}/{init}/seed{seed}.tsv"
-    threads: 1
+    threads: init_threads
     params:
         spec=lambda wc: init_spec(config, wc.init, wc.dataset),
     script:

@@ -323,7 +323,7 @@ def test_lint_only_conda_warnings():
 
 @pytest.mark.parametrize(
     "name, n_jobs",
-    [("config", 85), ("experiments", 39), ("mnist_cpu", 28), ("paper", 807), ("tiny", 19)],
+    [("config", 85), ("experiments", 39), ("paper", 807), ("table1", 67), ("tiny", 19)],
 )
 def test_shipped_configs_pass_checks_and_plan(tmp_path, name, n_jobs):
     """Every config in config/ passes the schema and the config checks and plans its jobs
@@ -333,3 +333,31 @@ def test_shipped_configs_pass_checks_and_plan(tmp_path, name, n_jobs):
     )
     total = [ln.split() for ln in p.stdout.splitlines() if ln.startswith("total")]
     assert total and int(total[0][1]) == n_jobs, p.stdout[-2000:]
+
+
+def test_dotted_dataset_names_cross_table_provenance_and_publishing(tmp_path):
+    """Two datasets whose names differ only after a dot each get their own tables (the paths
+    the rule declares, never rebuilt); the cross-dataset table carries both, with the command
+    and commit that made it, and publish_dir gets copies."""
+    blobs = yaml.safe_load((ROOT / "config/tiny.yaml").read_text())["datasets"]["blobs"]
+    cfg = {
+        "seeds": [0],
+        "datasets": {"a.x": blobs, "a.y": {**blobs, "preprocess": {"scale": "minmax"}}},
+        "inits": {"kmeans": {"method": "kmeans", "n_init": 2}},
+        "models": {"kmeans": {"kind": "kmeans", "params": {"n_init": 2}}},
+        "tracking": {"experiment": "tiny"},
+        "reference_csv": None,
+        "publish_dir": "published",
+    }
+    run_snakemake(tmp_path, "--cores", "2", config=cfg)
+    for name in ("a.x", "a.y"):
+        for ext in ("md", "tex", "csv"):
+            assert (tmp_path / f"results/tables/{name}.{ext}").is_file()
+        assert name in (tmp_path / f"results/tables/{name}.md").read_text()
+    paper = (tmp_path / "results/tables/paper.md").read_text()
+    assert "| method | a.x NMI | a.x ARI | a.x ACC | a.y NMI |" in paper
+    assert "commit: " in paper and "command: `" in paper and "jobs wall time" in paper
+    csv = pd.read_csv(tmp_path / "results/tables/paper.csv", comment="#", index_col=0)
+    assert list(csv.index) == ["kmeans TRAIN"]
+    published = sorted(p.name for p in (tmp_path / "published").iterdir())
+    assert {"paper.md", "a.x.md", "a.y.csv", "long.csv", "a.x_metrics.png"} <= set(published)
