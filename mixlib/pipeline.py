@@ -74,7 +74,7 @@ def run_job(smk, stage, *, torch_threads: bool = False, **kwargs):
             rule=smk.rule,
             wildcards=wildcards,
         ) as tracker:
-            tracker.log_params({"wildcards": wildcards, "threads": threads})
+            tracker.log_params({**wildcards, "threads": threads})
             t0 = time.perf_counter()
             out = stage(tracker=tracker, **kwargs)
             tracker.log_metrics({"job_seconds": time.perf_counter() - t0})
@@ -123,6 +123,7 @@ def prepare_dataset(
     write_json(out_meta, ds.meta)
     tracker.log_params({"dataset": ds.meta})
     tracker.log_metrics({"n": ds.meta["n"], "d": ds.meta["d"], "n_classes": ds.meta["n_classes"]})
+    tracker.log_dataset(ds.meta, out_data, "preparation")
     tracker.log_artifact(out_meta)
     log.info(
         "%s: n=%d d=%d classes=%d checksum=%s",
@@ -190,8 +191,16 @@ def initialize(
         **m,
     )
     write_json(out_record, [record])
-    tracker.log_params({"method": method, "seed": seed, **spec})
-    tracker.log_metrics({**m, "seconds": seconds, "n_labelled": info["n_labelled"], **steps})
+    tracker.log_params({"method": method, "seed": seed, "init": spec})  # init.<hyperparameter>
+    tracker.log_metrics(
+        {
+            **{f"init_{k}": v for k, v in m.items()},
+            "fit_seconds": seconds,
+            "n_labelled": info["n_labelled"],
+            **{f"{k.removeprefix('seconds_')}_seconds": v for k, v in steps.items()},
+        }
+    )
+    tracker.log_dataset(ds.meta, data_path, "training")
     tracker.log_artifact(out_labels)
     log.info("init %s on %s seed %d: %s", init, dataset, seed, m)
 
@@ -221,7 +230,9 @@ def train_model(
     fit = datalib.fit_rows(ds)
     init_labels = np.load(init_path)[fit] if init_path else None
     model = build_model(kind, n_clusters=ds.meta["n_clusters"], random_state=seed, **params)
-    tracker.log_params({"kind": kind, "seed": seed, **model.get_params()})
+    hyper = {k: v for k, v in model.get_params().items() if k != "random_state"}  # = seed
+    tracker.log_params({"kind": kind, "seed": seed, "model": hyper})  # model.<hyperparameter>
+    tracker.log_dataset(ds.meta, data_path, "training")
     t0 = time.perf_counter()
     fit_kw = {"init_labels": init_labels} if init_labels is not None else {}
     # y is passed only so that models can record per-epoch metrics in their history; no model
@@ -298,6 +309,8 @@ def evaluate(
     info = read_json(info_path)
     rows = datalib.eval_rows(ds)
     rows_name = "all" if ds.is_train is None else "test"
+    key = info.get("job_key")
+    trained = tracker.onto(key)
     records = []
     with np.load(labels_path) as f:
         stages = [("train", f["labels"])] + (
@@ -327,18 +340,13 @@ def evaluate(
                     **m,
                 )
             )
-            tracker.log_metrics({f"{stage}_{k}": v for k, v in m.items()})
+            # the scores go onto the run that trained the labels: one run per trained model
+            trained.log_metrics({f"{stage}_{k}": v for k, v in m.items()})
     write_json(out_record, records)
     tracker.log_params(
-        {
-            "dataset": dataset,
-            "model": model,
-            "init": init,
-            "seed": seed,
-            "train_run_id": info["run_id"],
-            "train_job_key": info.get("job_key"),
-        }
+        {"dataset": dataset, "model": model, "init": init, "seed": seed, "train_job_key": key}
     )
+    tracker.log_dataset(ds.meta, data_path, "evaluation")
     log.info("%s", records)
 
 
@@ -364,13 +372,19 @@ def aggregate(
     is printed under the cross-dataset table's title."""
     from . import plots, tables
 
+    parent = tracker.onto("parent")  # the invocation's run holds its tables and figures too
+
+    def publish(path, subdir):
+        tracker.log_artifact(path, subdir)
+        parent.log_artifact(path, subdir)
+
     recs = [dict(r, source=str(p)) for p in records for r in read_json(p)]
     long = tables.long_table(recs)
     summary = tables.summarise(long)
     for path, df in [(out_long, long), (out_summary, summary)]:
         with atomic_path(path) as tmp:
             df.to_csv(tmp, index=False)
-        tracker.log_artifact(path, "tables")
+        publish(path, "tables")
     published = {
         name: tables.published_for(reference_csv, datasets[name].get("published_as", name))
         for name in datasets
@@ -379,14 +393,14 @@ def aggregate(
         cells, best = tables.paper_table(summary, name, published[name])
         title = f"{name}: mean ± std over seeds (n runs)"
         for p in tables.write_tables(cells, best, *tables_out[name], title):
-            tracker.log_artifact(p, "tables")
+            publish(p, "tables")
         fig = plots.metrics_by_method(long, name, figures_out[name])
-        tracker.log_artifact(fig, "figures")
+        publish(fig, "figures")
     cells, best = tables.cross_table(summary, published)
     title = f"{', '.join(datasets)}: mean ± std over seeds (n runs)"
     notes = _provenance_notes(provenance, long)
     for p in tables.write_tables(cells, best, *paper_out, title, notes):
-        tracker.log_artifact(p, "tables")
+        publish(p, "tables")
     tracker.log_metrics({"n_records": len(long)})
 
 

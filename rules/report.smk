@@ -1,3 +1,10 @@
+# The HTML report (`snakemake --report report.html`): a front page describing the workflow, its
+# tables as HTML and the config that ran; the tables and figures below with their captions.
+
+
+report: "../config/report/workflow.rst"
+
+
 rule aggregate:
     input:
         records=init_records() + eval_records(),

@@ -2,7 +2,8 @@
 # starts (concurrent first use of a fresh SQLite store crashes); jobs inherit the ids through
 # the environment and nest their runs under it. With `tracking: {defer: true}` (the default)
 # jobs spool their runs and this process logs them when the invocation ends (and, at start, the
-# spools an earlier, killed invocation left).
+# spools an earlier, killed invocation left). The parent run holds the resolved config, the
+# command and the commit (mixlib.provenance), and the aggregate job's tables and figures.
 from mixlib import tracking as _tracking
 
 _TRACK = config.get("tracking", {})
@@ -21,19 +22,19 @@ def _sync_spool(uri, drop_incomplete=False):
 onstart:
     from mixlib import provenance as _provenance
 
-    _provenance.write_invocation(
-        INVOCATION,
-        _provenance.invocation(workflow.basedir, workflow.configfiles),
-    )
+    _info = _provenance.invocation(workflow.basedir, workflow.configfiles)
+    _provenance.write_invocation(INVOCATION, _info)
     if _TRACK.get("enabled", True):
         _uri = _tracking.resolve_uri(_TRACK.get("uri"), os.getcwd())
         _sync_spool(_uri, drop_incomplete=True)
         _inv, _parent = _tracking.start_invocation(
-            _uri, _TRACK.get("experiment", "mixlib"), description=" ".join(sys.argv)
+            _uri, _TRACK.get("experiment", "mixlib"), config=config, info=_info
         )
         print(
             f"MLflow: {_uri} experiment {_TRACK.get('experiment', 'mixlib')!r} invocation {_inv}"
         )
+        _exp = _tracking.init_store(_uri, _TRACK.get("experiment", "mixlib"))
+        print(f"MLflow: its runs in the UI: {_tracking.runs_url(_exp)}")
 
 
 onsuccess:

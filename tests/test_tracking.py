@@ -112,3 +112,48 @@ def test_spooled_failed_job_and_killed_job(tmp_path, monkeypatch):
         [mlflow.MlflowClient(uri).get_experiment_by_name("t").experiment_id]
     )
     assert run.info.status == "FAILED" and run.data.metrics["acc"] == 1.0
+
+
+def test_run_names_say_what_a_run_is():
+    wc = {"dataset": "mnist5k", "model": "mixmate", "init": "spectral_scat", "seed": "0"}
+    assert tracking.run_name("train_model", wc) == "mixmate · spectral_scat · mnist5k · s0"
+    assert tracking.run_name("evaluate", wc) == "evaluate · mixmate · spectral_scat · mnist5k · s0"
+    assert tracking.run_name("aggregate", {}) == "aggregate"
+
+
+@pytest.mark.parametrize("defer", [True, False])
+def test_scores_dataset_and_parent_artifacts_land_on_their_runs(tmp_path, monkeypatch, defer):
+    """Evaluation logs its scores onto the training run (by its job key), the aggregate job its
+    tables onto the invocation's run, each run its dataset as an MLflow dataset input: live,
+    or replayed from the spool."""
+    env = (tracking.URI_ENV, tracking.INVOCATION_ENV, tracking.PARENT_ENV, tracking.COMMIT_ENV)
+    for k in env:  # start_invocation exports them: setenv first so that they are undone
+        monkeypatch.setenv(k, "")
+        monkeypatch.delenv(k)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    _, parent = tracking.start_invocation(uri, "t", config={"seeds": [0]}, info={"commit": "ab"})
+    art = tmp_path / "paper.md"
+    art.write_text("| table |")
+    meta = {"name": "blobs", "checksum": "c0ffee", "n": 3, "d": 2}
+    kw = dict(enabled=True, uri=uri, experiment="t", defer=defer, root=tmp_path)
+    wc = {"dataset": "blobs", "model": "gmm", "init": "kmeans", "seed": "0"}
+    with tracking.job_run(rule="train_model", wildcards=wc, **kw) as train:
+        train.log_dataset(meta, "results/data/blobs.npz", "training")
+    with tracking.job_run(rule="evaluate", wildcards=wc, **kw) as ev:
+        ev.onto(train.job_key).log_metrics({"train_acc": 0.9})
+        ev.onto(None).log_metrics({"lost": 1.0})  # a model trained without tracking
+    with tracking.job_run(rule="aggregate", wildcards={}, **kw) as agg:
+        agg.onto("parent").log_artifact(art, "tables")
+    tracking.sync_spool(uri, "t", tmp_path / tracking.SPOOL_DIR)
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("t")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    trained = runs["gmm · kmeans · blobs · s0"]
+    assert trained.data.metrics == {"train_acc": 0.9}
+    assert not runs["evaluate · gmm · kmeans · blobs · s0"].data.metrics
+    (ds,) = trained.inputs.dataset_inputs
+    assert (ds.dataset.name, ds.dataset.digest, ds.tags[0].value) == ("blobs", "c0ffee", "training")
+    assert [a.path for a in client.list_artifacts(parent, "tables")] == ["tables/paper.md"]
+    assert client.get_run(parent).data.params == {"seeds": "[0]"}
+    assert trained.data.tags["mlflow.parentRunId"] == parent
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
