@@ -37,14 +37,26 @@ def git_commit(repo: str | os.PathLike) -> str:
 def invocation(repo, configfiles, argv=None) -> dict:
     """The facts of this invocation: command line, config files, commit, start time, host."""
     argv = list(sys.argv if argv is None else argv)
+    configs = [Path(c) for c in configfiles]
+    if "--replace-workflow-config" in argv:  # the Snakefile's own configfile was not used
+        named = {Path(a).resolve() for a in argv}
+        configs = [c for c in configs if c.resolve() in named]
     return {
         "command": " ".join([Path(argv[0]).name, *argv[1:]]) if argv else "",
-        "configs": [str(c) for c in configfiles],
+        "configs": [_relative(c, repo) for c in configs],
         "commit": git_commit(repo),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "host_cpus": os.cpu_count(),
         "host": socket.gethostname(),
     }
+
+
+def _relative(path: Path, repo) -> str:
+    """``path`` relative to the repository when it lies in it (no machine paths in tables)."""
+    try:
+        return str(path.resolve().relative_to(Path(repo).resolve()))
+    except ValueError:
+        return str(path)
 
 
 def write_invocation(path: str | os.PathLike, info: dict) -> None:

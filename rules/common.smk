@@ -36,10 +36,15 @@ SEEDS = config["seeds"]
 
 
 def reference_csv():
+    """The published numbers' CSV (a relative config path is taken from the repository),
+    written relative to the working directory so that no absolute path of this machine lands in
+    the jobs' params and the HTML report."""
     path = config.get("reference_csv")
     if not path:
         return None
-    return path if os.path.isabs(path) else os.path.join(workflow.basedir, path)
+    if not os.path.isabs(path):
+        path = os.path.join(workflow.basedir, path)
+    return os.path.relpath(path)
 
 
 def init_records():

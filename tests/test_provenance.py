@@ -1,0 +1,46 @@
+"""What made a table (mixlib.provenance): commit and dirty state, the configs that ran, the
+jobs' summed wall time."""
+
+import json
+import subprocess
+
+from mixlib import provenance
+
+
+def _git(repo, *args):
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+
+
+def test_commit_dirty_state_and_the_configs_that_ran(tmp_path):
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "a.txt").write_text("1")
+    _git(tmp_path, "add", "a.txt")
+    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    sha = provenance.git_commit(tmp_path)
+    assert len(sha) == 40 and not sha.endswith("-dirty")
+    (tmp_path / "a.txt").write_text("2")
+    assert provenance.git_commit(tmp_path) == sha + "-dirty"
+    assert provenance.git_commit(tmp_path / "nowhere") == "unknown"
+    (tmp_path / "config").mkdir()
+    own, mine = tmp_path / "config/config.yaml", tmp_path / "config/table1.yaml"
+    argv = ["snakemake", "--configfile", str(mine), "--replace-workflow-config"]
+    info = provenance.invocation(tmp_path, [own, mine], argv)
+    assert info["configs"] == ["config/table1.yaml"]  # the replaced default is not listed
+    assert info["command"] == " ".join(argv)
+    assert provenance.invocation(tmp_path, [own], ["snakemake"])["configs"] == [
+        "config/config.yaml"
+    ]
+
+
+def test_describe_sums_the_jobs_wall_time(tmp_path):
+    for i, s in enumerate((60.0, 120.0)):
+        (tmp_path / f"{i}.tsv").write_text(f"s\th:m:s\tmax_rss\n{s}\t0:01:00\t10\n")
+    inv = tmp_path / "invocation.json"
+    provenance.write_invocation(inv, {"command": "snakemake -n", "configs": ["c.yaml"],
+                                      "commit": "abc", "started": "2026-01-01T00:00:00+00:00",
+                                      "host_cpus": 2})  # fmt: skip
+    out = provenance.describe(inv, [tmp_path / "0.tsv", tmp_path / "1.tsv", tmp_path / "x.tsv"])
+    assert out["jobs wall time"].startswith("3.0 min summed over the 2 benchmarked jobs")
+    assert out["command"] == "`snakemake -n`" and out["commit"] == "abc"
+    lines = (tmp_path / "invocations.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["commit"] == "abc"
