@@ -408,7 +408,7 @@ def sync_spool(
 
     exp_id = init_store(uri, experiment)
     client = mlflow.MlflowClient(uri)
-    run_ids = {}  # job key -> run id, of the runs logged so far (training before evaluation)
+    run_ids, onto, done = {}, [], []  # job key -> run id; calls onto other runs; runs to end
     for rec, path in records:
         run = client.create_run(
             exp_id, start_time=rec["start_time"], tags=rec["tags"], run_name=rec["name"]
@@ -416,17 +416,20 @@ def sync_spool(
         run_ids[rec["job_key"]] = run.info.run_id
         tr = MlflowTracker(client, run.info.run_id, rec["job_key"])
         for call in rec["calls"]:
-            if call[0] == "on":
-                target = call[1]
-                if target == "parent":
-                    rid = rec["tags"].get("mlflow.parentRunId")
-                else:
-                    rid = run_ids.get(target) or _find_run(client, run.info.run_id, target)
-                if rid:
-                    _replay(MlflowTracker(client, rid), call[2], path.parent)
+            if call[0] == "on":  # after every run exists: the target may be replayed later
+                onto.append((rec, run.info.run_id, call, path.parent))
             else:
                 _replay(tr, call, path.parent)
-        client.set_terminated(run.info.run_id, status=rec["status"], end_time=rec["end_time"])
+        done.append((rec, run.info.run_id, path))
+    for rec, run_id, (_, target, call), base in onto:
+        if target == "parent":
+            rid = rec["tags"].get("mlflow.parentRunId")
+        else:
+            rid = run_ids.get(target) or _find_run(client, run_id, target)
+        if rid:
+            _replay(MlflowTracker(client, rid), call, base)
+    for rec, run_id, path in done:
+        client.set_terminated(run_id, status=rec["status"], end_time=rec["end_time"])
         shutil.rmtree(path.parent)
     return len(records)
 

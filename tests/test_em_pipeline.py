@@ -98,8 +98,9 @@ def test_simulation_outputs(em_run):
     assert (out / "kl_history.png").stat().st_size > 5000
 
 
-def test_em_jobs_are_mlflow_runs_with_artifacts(em_run):
+def test_em_jobs_are_mlflow_runs_with_artifacts(em_run, monkeypatch):
     wd, _, _ = em_run
+    monkeypatch.chdir(wd)  # the store's artifact root is relative to the run directory
     runs = mlflow_runs(f"sqlite:///{wd}/results/mlflow/mlflow.db")
     rules = runs["tags.mixlib.rule"].value_counts()
     assert rules["gmm25_simulation"] == 4 and rules["gmm_exercise"] == 1
