@@ -102,16 +102,17 @@ def cross_table(summary: pd.DataFrame, datasets: dict, *, prefix: bool = True):
                 cols.append(f"{name} {_column(metric)}" if prefix else _column(metric))
                 keys.append((name, metric))
     params = s[s.metric == "params"]
-    per_dataset_params = params.groupby("method")["mean"].nunique().gt(1).any()
-    for name in datasets if per_dataset_params else list(datasets)[:1]:
-        if not params.empty:
-            label = f"{name} params" if (prefix and per_dataset_params) else "params"
-            cols.append(label)
-            keys.append((name if per_dataset_params else None, "params"))
+    if not params.empty:  # one column, or one per dataset where a method's count differs
+        differ = params.groupby("method")["mean"].nunique().gt(1).any()
+        for name in datasets if differ else [None]:
+            cols.append(f"{name} params" if name and prefix else "params")
+            keys.append((name, "params"))
     cells = pd.DataFrame("", index=methods, columns=cols)
     means = pd.DataFrame(np.nan, index=methods, columns=cols)
     for col, (name, metric) in zip(cols, keys):
-        sub = s[(s.metric == metric) & ((s.dataset == name) if name is not None else True)]
+        sub = s[s.metric == metric]
+        if name is not None:
+            sub = sub[sub.dataset == name]
         for r in sub.drop_duplicates("method").itertuples():
             cells.loc[r.method, col] = _fmt(r.mean, r.std, r.n, metric)
             means.loc[r.method, col] = r.mean

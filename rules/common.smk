@@ -84,19 +84,18 @@ INVOCATION = "results/provenance/invocation.json"
 
 
 def job_benchmarks():
-    """Benchmark files of the jobs behind the tables (data, inits, training)."""
+    """Benchmark files of the jobs behind the tables (data, inits, training), from the rules'
+    own benchmark patterns (call after those rules are defined)."""
     runs = model_runs(config)
-    out = [f"results/benchmarks/prepare_dataset/{d}.tsv" for d in DATASETS]
     used = sorted({(d, i) for d, _, i, _ in runs if i != "none"})
-    out += [
-        f"results/benchmarks/initialize/{d}/{i}/seed{s}.tsv"
-        for d, i in used
-        for s in SEEDS
+    prepare, init, train = (
+        str(r.benchmark) for r in (rules.prepare_dataset, rules.initialize, rules.train_model)
+    )
+    return [
+        *(prepare.format(dataset=d) for d in DATASETS),
+        *(init.format(dataset=d, init=i, seed=s) for d, i in used for s in SEEDS),
+        *(train.format(dataset=d, model=m, init=i, seed=s) for d, m, i, s in runs),
     ]
-    out += [
-        f"results/benchmarks/train_model/{d}/{m}/{i}/seed{s}.tsv" for d, m, i, s in runs
-    ]
-    return out
 
 
 PUBLISH_DIR = config.get("publish_dir")
