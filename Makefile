@@ -10,7 +10,7 @@ $(BIN)/snakemake: pyproject.toml
 	$(BIN)/pip install -q -e ".[workflow,dev]"
 	touch $@
 
-.PHONY: setup run test lint mlflow-ui
+.PHONY: setup run test test-fast lint mlflow-ui
 setup: $(BIN)/snakemake
 
 run: setup
@@ -18,7 +18,15 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(MAKE) lint
+
+test-fast: setup  # the unit tests only (no Snakemake runs): about a minute
+	$(BIN)/python -m pytest -q -n 2 -m unit
+
+lint: setup
 	$(BIN)/ruff check mixlib tests benchmarks workflow_scripts
+	$(BIN)/ruff format --check mixlib tests benchmarks workflow_scripts
+	$(BIN)/snakefmt --check Snakefile rules
 
 mlflow-ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///results/mlflow/mlflow.db --host 127.0.0.1 --port 5000

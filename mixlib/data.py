@@ -27,11 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import download
+from .errors import DatasetError
 from .utils import atomic_path
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be used, with a message naming the file and the problem."""
 
 
 @dataclass
@@ -61,6 +59,13 @@ def content_checksum(X: np.ndarray, y: np.ndarray) -> str:
 
 #: sources that need no download; every other source is a key of ``mixlib.download.SOURCES``
 EMBEDDED_SOURCES = ("digits", "mnist5k", "synthetic", "npz")
+#: sources whose rows are (or, for npz, may be) images
+IMAGE_SOURCES = (
+    "digits",
+    "mnist5k",
+    "npz",
+    *(name for name, s in download.SOURCES.items() if s.images),
+)
 
 # sha256 of the raw content; a different library version shipping other data fails loudly
 EMBEDDED_CHECKSUMS = {
@@ -144,8 +149,7 @@ def load_source(spec: dict, *, raw_dir=None, file_sha256=None):
     """
     source = spec["source"]
     split = spec.get("split") or "all"
-    if split != "all" and source in EMBEDDED_SOURCES:
-        raise DatasetError(f"split: {split!r} needs a source with an official train/test split")
+    download.check_split(source, split)
     is_train = None
     if source == "digits":
         X, y, shape = _load_digits()
@@ -156,8 +160,6 @@ def load_source(spec: dict, *, raw_dir=None, file_sha256=None):
     elif source == "npz":
         X, y, shape = load_npz(spec["path"], min_samples=spec.get("n_clusters") or 1)
     else:
-        from . import download
-
         opts = {"split": split, "file_sha256": file_sha256}
         if raw_dir is not None:
             opts.update(data_dir=raw_dir, download=False)

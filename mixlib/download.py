@@ -4,7 +4,7 @@ Every source lists its files, one or more URLs per file (mirrors, tried in order
 published checksum of each file. :func:`fetch` makes sure every file sits, verified, in
 ``<data_dir>/<source>/``: it downloads a missing file only when ``download`` is true (to a
 temporary file beside the target, verified, then renamed into place), and otherwise raises a
-:class:`~mixlib.data.DatasetError` that lists, for every missing file, its URLs, its checksum and
+:class:`~mixlib.errors.DatasetError` that lists, for every missing file, its URLs, its checksum and
 the exact path to put it at, so that a machine without internet can be staged by hand. A file
 whose checksum does not match is never used and never deleted: the error names it and both
 checksums. ``file_sha256`` replaces a published checksum by one the user gives
@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DatasetError
+from .errors import DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,8 @@ class RemoteSource:
     """A downloadable dataset: its files and the parser that turns them into arrays.
 
     ``parser`` receives ``{file name: path}`` for every file and returns a :class:`Parsed`.
-    ``has_split``: the files carry an official train/test split (``spec["split"]`` allowed).
+    ``has_split``: the files carry an official train/test split (``spec["split"]`` allowed);
+    ``images``: the rows are images (the parser returns their shape).
     """
 
     name: str
@@ -108,6 +109,7 @@ class RemoteSource:
     description: str = ""
     homepage: str = ""
     has_split: bool = False
+    images: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -694,6 +696,7 @@ SOURCES: dict[str, RemoteSource] = {
         "MNIST handwritten digits, 60,000 train + 10,000 test, 28x28, 10 classes",
         "http://yann.lecun.com/exdb/mnist/",
         has_split=True,
+        images=True,
     ),
     "fashion_mnist": RemoteSource(
         "fashion_mnist",
@@ -712,6 +715,7 @@ SOURCES: dict[str, RemoteSource] = {
         "Fashion-MNIST, 60,000 train + 10,000 test, 28x28, 10 classes",
         "https://github.com/zalandoresearch/fashion-mnist",
         has_split=True,
+        images=True,
     ),
     "usps": RemoteSource(
         "usps",
@@ -737,6 +741,7 @@ SOURCES: dict[str, RemoteSource] = {
         "USPS handwritten digits, 7,291 train + 2,007 test, 16x16 in [-1, 1], 10 classes",
         "https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/datasets/multiclass.html#usps",
         has_split=True,
+        images=True,
     ),
     "glass": RemoteSource(
         "glass",
@@ -831,6 +836,21 @@ SOURCES: dict[str, RemoteSource] = {
 SPLITS = ("all", "train_test", "train", "test")
 
 
+def check_split(source: str, split: str) -> None:
+    """Raise a :class:`DatasetError` unless ``split`` is a split of ``source`` (any source has
+    ``all``; the others need the official train/test split of a downloadable source)."""
+    if split not in SPLITS:
+        raise DatasetError(
+            f"source {source!r}: split must be one of {', '.join(SPLITS)}, got {split!r}"
+        )
+    if split != "all" and not (source in SOURCES and SOURCES[source].has_split):
+        with_split = sorted(k for k, s in SOURCES.items() if s.has_split)
+        raise DatasetError(
+            f"split {split!r} needs a source with an official train/test split ({with_split}); "
+            f"{source!r} has none (no official train/test split): use split: all"
+        )
+
+
 def load_with_split(source: str, spec: dict):
     """Fetch and parse ``source``; return ``(X, y, image_shape, is_train)``.
 
@@ -852,15 +872,7 @@ def load_with_split(source: str, spec: dict):
     """
     src = _get_source(source)
     split = spec.get("split") or "all"
-    if split not in SPLITS:
-        raise DatasetError(
-            f"source {source!r}: split must be one of {', '.join(SPLITS)}, got {split!r}"
-        )
-    if split != "all" and not src.has_split:
-        raise DatasetError(
-            f"source {source!r} has no official train/test split; use split: all "
-            f"(sources with one: {sorted(k for k, s in SOURCES.items() if s.has_split)})"
-        )
+    check_split(source, split)
     data_dir = spec.get("data_dir") or "data/raw"
     paths = fetch(
         source,

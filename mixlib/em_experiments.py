@@ -7,8 +7,8 @@
   mean_n [log q(x_n) - log p(x_n)] over the test set, as in the reference's ``KL_gmm_Full``.
 - Reference densities for image data: a single maximum-likelihood Gaussian and the "naive GMM"
   (one Gaussian per true class, weights n_c / n).
-- Figures (matplotlib / seaborn, written to PNG): log-likelihood per iteration by init and seed,
-  image grids of samples and means, KL per iteration by seed and method.
+
+Their figures are drawn by :mod:`mixlib.plots`.
 """
 
 from __future__ import annotations
@@ -123,11 +123,14 @@ def run_gmm25_simulation(
     log_q = mixture_log_density(data["X_test"], *true)
     X_test = torch.as_tensor(data["X_test"])
 
-    def monitor(weights, means, covariances):
+    kl = []
+
+    def test_kl(progress):  # after every outer iteration: KL(q || p) on the test points
+        weights, means, covariances = progress.state()
         Xd = X_test.to(means)
         lp = log_gaussian_prob(Xd, means, torch.linalg.cholesky(covariances), "full")
         log_p = torch.logsumexp(lp + torch.log(weights), 1).double().cpu().numpy()
-        return {"test_kl": float(np.mean(log_q - log_p))}
+        kl.append(float(np.mean(log_q - log_p)))
 
     p1, alpha = {"biglearn_em": (0.4, None), "joint_em": (1.0, None), "joint_em_plain": (1.0, 0.0)}[
         method
@@ -148,10 +151,9 @@ def run_gmm25_simulation(
     try:
         if n_threads is not None:
             torch.set_num_threads(int(n_threads))
-        model.fit(data["X_train"], monitor=monitor)
+        model.fit(data["X_train"], callback=test_kl)
     finally:
         torch.set_num_threads(threads)
-    kl = model.history_["test_kl"]
     return {
         "seed": int(seed),
         "method": method,
@@ -253,9 +255,7 @@ def _ml_covariance(X: np.ndarray) -> np.ndarray:
     return diff.T @ diff / len(X)
 
 
-def fit_single_gaussian(
-    X, reg_covar: float = 1e-3, random_state=None, reg: str = "ridge"
-) -> GaussianMixtureEM:
+def fit_single_gaussian(X, reg_covar: float, random_state=None, *, reg: str) -> GaussianMixtureEM:
     """The maximum-likelihood Gaussian (sample mean, covariance / N), regularised like
     :class:`GaussianMixtureEM`: ``reg="ridge"`` adds ``reg_covar`` I, ``"floor"`` clips the
     eigenvalues at ``reg_covar``."""
@@ -266,9 +266,7 @@ def fit_single_gaussian(
     )
 
 
-def fit_naive_gmm(
-    X, y, reg_covar: float = 1e-3, random_state=None, reg: str = "ridge"
-) -> GaussianMixtureEM:
+def fit_naive_gmm(X, y, reg_covar: float, random_state=None, *, reg: str) -> GaussianMixtureEM:
     """The "naive GMM": one ML Gaussian per true class, weights n_c / n (regularised as
     :func:`fit_single_gaussian`)."""
     X, y = np.asarray(X, dtype=np.float64), np.asarray(y)
@@ -279,50 +277,6 @@ def fit_naive_gmm(
     return GaussianMixtureEM.from_parameters(
         weights, means, covs, device="cpu", random_state=random_state
     )
-
-
-# --- figures --------------------------------------------------------------------------------
-
-
-def _savefig(fig, path) -> Path:
-    from .plots import savefig
-
-    return savefig(fig, path)
-
-
-def plot_curve(values, path, *, ylabel: str = "value", xlabel: str = "iteration") -> Path:
-    """A single curve (e.g. a model's log-likelihood history) as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(np.arange(1, len(values) + 1), values, marker=".")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    return _savefig(fig, path)
-
-
-def save_image_grid(images, image_shape, path, *, ncols: int = 8, title: str | None = None):
-    """Images (n, prod(image_shape)) in a grid, each min-max scaled, as PNG (one mosaic)."""
-    import matplotlib.pyplot as plt
-
-    from .plots import mosaic, savefig
-
-    images = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
-    n = len(images)
-    ncols = min(ncols, n)
-    nrows = int(np.ceil(n / ncols))
-    lo, hi = images.min(1, keepdims=True), images.max(1, keepdims=True)
-    tiles = np.ones((nrows * ncols, images.shape[1]))  # blank (white) after the last image
-    tiles[:n] = (images - lo) / np.maximum(hi - lo, 1e-12)
-    fig, ax = plt.subplots(figsize=(ncols * 1.0, nrows * 1.0))
-    ax.imshow(mosaic(tiles.reshape(nrows, ncols, -1), tuple(image_shape)), cmap="gray")
-    ax.axis("off")
-    if title:
-        ax.set_title(title)
-    return savefig(fig, path)
 
 
 def fit_loglik_runs(
@@ -363,100 +317,17 @@ def loglik_curves(X, inits=("random", "kmeans"), seeds=(0, 1, 2), **gmm_params) 
     return fit_loglik_runs(X, inits, seeds, **gmm_params)[0]
 
 
-def plot_loglik_curves(df: pd.DataFrame, path) -> Path:
-    """Log-likelihood per iteration, one line per seed, coloured by init (seaborn)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    sns.lineplot(
-        data=df,
-        x="iteration",
-        y="loglik",
-        hue="init",
-        units="seed",
-        estimator=None,
-        ax=ax,
-        alpha=0.8,
-    )
-    ax.set_ylabel("mean log-likelihood per sample")
-    return _savefig(fig, path)
-
-
-def plot_sample_grids(
-    X,
-    y,
-    image_shape,
-    fitted: GaussianMixtureEM,
-    path,
-    *,
-    n_samples: int = 16,
-    reg_covar: float = 1e-3,
-    seed: int = 0,
-    reg: str = "ridge",
-) -> Path:
-    """Rows: samples of the single Gaussian, of the naive GMM, of the fitted GMM, and the fitted
-    GMM's component means; every image on the grey scale of the data's range (samples outside
-    it are clipped)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def sample_rows(
+    X, y, fitted: GaussianMixtureEM, *, n_samples: int, reg_covar: float, reg: str, seed: int
+) -> list[tuple[str, np.ndarray]]:
+    """The exercise's image rows: ``n_samples`` samples of the single Gaussian, of the naive GMM
+    and of the fitted GMM, and the fitted GMM's component means, each ``(label, images)``
+    (:func:`mixlib.plots.image_rows` draws them)."""
     single = fit_single_gaussian(X, reg_covar, reg=reg)
     naive = fit_naive_gmm(X, y, reg_covar, reg=reg)
-    lo, hi = float(np.min(X)), float(np.max(X))
-    rows = [
+    return [
         ("single Gaussian", single.sample(n_samples, random_state=seed)[0]),
         ("naive GMM", naive.sample(n_samples, random_state=seed)[0]),
         ("fitted GMM", fitted.sample(n_samples, random_state=seed)[0]),
         ("fitted means", fitted.means_[:n_samples]),
     ]
-    ncols = max(n_samples, len(fitted.means_[:n_samples]))
-    fig, axes = plt.subplots(
-        len(rows), ncols, figsize=(ncols * 0.8, len(rows) * 1.0), squeeze=False
-    )
-    for r, (label, imgs) in enumerate(rows):
-        for c in range(ncols):
-            ax = axes[r, c]
-            ax.axis("off")
-            if c < len(imgs):
-                img = np.clip(imgs[c], lo, hi).reshape(image_shape)
-                ax.imshow(img, cmap="gray", vmin=lo, vmax=hi)
-        axes[r, 0].set_title(label, loc="left", fontsize=8)
-    return _savefig(fig, path)
-
-
-def plot_kl_history(records: list[dict], path) -> Path:
-    """Test joint KL per outer iteration, one line per seed, coloured by method (seaborn)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    df = pd.DataFrame(
-        [
-            {"method": r["method"], "seed": r["seed"], "iteration": i + 1, "test_kl": v}
-            for r in records
-            for i, v in enumerate(r["kl_history"])
-        ]
-    )
-    fig, ax = plt.subplots(figsize=(6, 4))
-    sns.lineplot(
-        data=df,
-        x="iteration",
-        y="test_kl",
-        hue="method",
-        units="seed",
-        estimator=None,
-        ax=ax,
-        alpha=0.7,
-    )
-    if (df["test_kl"] > 0).all():  # a Monte-Carlo KL near 0 can be negative: no log axis then
-        ax.set_yscale("log")
-    ax.set_ylabel("test joint KL(q || p)")
-    return _savefig(fig, path)

@@ -51,8 +51,10 @@ def _logging_to(path):
 
 def run_job(smk, stage, *, torch_threads: bool = False, **kwargs):
     """Run ``stage(tracker=..., **kwargs)`` as the job ``smk`` (a Snakemake script object):
-    output to its log file, one MLflow run tagged with its rule and wildcards, BLAS (and, with
-    ``torch_threads``, torch) limited to the job's ``threads`` so parallel jobs don't oversubscribe."""
+    output to its log file, one MLflow run tagged with its rule and wildcards (with the settings
+    the workflow handed down, :func:`mixlib.tracking.job_settings`), BLAS (and, with
+    ``torch_threads``, torch) limited to the job's ``threads`` so parallel jobs don't
+    oversubscribe."""
     from threadpoolctl import threadpool_limits
 
     threads = max(1, int(smk.threads))
@@ -62,17 +64,11 @@ def run_job(smk, stage, *, torch_threads: bool = False, **kwargs):
         os.environ["OMP_NUM_THREADS"] = str(threads)
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(threads)
-    cfg = smk.config.get("tracking", {})
     wildcards = {k: v for k, v in smk.wildcards.items()}
     log_path = smk.log[0] if len(smk.log) else None
     with _logging_to(log_path), threadpool_limits(limits=threads):
         with tracking.job_run(
-            enabled=cfg.get("enabled", True),
-            uri=cfg.get("uri"),
-            experiment=cfg.get("experiment", "mixlib"),
-            defer=cfg.get("defer", True),
-            rule=smk.rule,
-            wildcards=wildcards,
+            **tracking.job_settings(), rule=smk.rule, wildcards=wildcards
         ) as tracker:
             tracker.log_params({**wildcards, "threads": threads})
             t0 = time.perf_counter()
@@ -148,8 +144,10 @@ def initialize(
 ):
     """Run an initialisation method; write its labels (-1 = unseen) and its metrics record.
 
-    With a train/test split the method sees the training rows only (test rows get -1), and,
-    having no way to label unseen rows, it is scored on the rows it labelled (``rows: train``).
+    ``spec`` is the init's entry as it runs on this dataset (``method`` and its keys,
+    :meth:`mixlib.plan.Plan.init_for`). With a train/test split the method sees the training
+    rows only (test rows get -1), and, having no way to label unseen rows, it is scored on the
+    rows it labelled (``rows: train``).
     """
     from . import init as initlib
     from . import metrics as metriclib
@@ -158,17 +156,14 @@ def initialize(
     spec = dict(spec)
     method = spec.pop("method")
     fit = datalib.fit_rows(ds)
-    if spec.get("feature") == "scattering":
-        if len(ds.image_shape) != 2:
-            raise ValueError(
-                f"init {init!r}: feature 'scattering' needs images, but dataset {dataset!r} has "
-                f"image shape {ds.image_shape or 'none'} (not (h, w)); use feature raw or pca"
-            )
-        spec["image_shape"] = ds.image_shape
+    spec["image_shape"] = ds.image_shape or None
     t0 = time.perf_counter()
     labels = np.full(ds.y.shape[0], -1, dtype=np.int64)
     X = ds.X if fit.all() else ds.X[fit]  # no copy of a 70,000-image data set
-    labels[fit], info = initlib.initialize(X, ds.meta["n_clusters"], method, seed=seed, **spec)
+    try:
+        labels[fit], info = initlib.initialize(X, ds.meta["n_clusters"], method, seed=seed, **spec)
+    except ValueError as e:  # name the init and the dataset the maths knows nothing of
+        raise ValueError(f"init {init!r}: {e} (dataset {dataset!r})") from e
     seconds = time.perf_counter() - t0
     steps = {k: v for k, v in info.items() if k.startswith("seconds_")}
     save_npy(out_labels, labels)
@@ -212,6 +207,7 @@ def train_model(
     kind: str,
     params: dict,
     seed: int,
+    eval_every: int | None,
     out_labels: str,
     out_info: str,
     artifact_dir: str | None = None,
@@ -219,10 +215,14 @@ def train_model(
 ):
     """Fit model ``kind`` (from the registry) from an initial assignment; write its labels
     (``labels``, and ``init_labels`` for the untrained model where it has them) and an info JSON
-    (parameter count, curves, timings).
+    (parameter count, curves, timings), and its figures (:func:`mixlib.plots.model_figures`)
+    into ``artifact_dir``.
 
-    With a train/test split the model is fitted on the training rows and ``labels`` are its
-    predictions for every row; ``init_labels`` exist for the training rows only (-1 elsewhere).
+    While it fits, a :class:`TrainingMonitor` reports its progress to the job log (and, logging
+    live, to its MLflow run) and scores it on the evaluation rows every ``eval_every`` steps
+    (None: never; the final labels are scored by the evaluate stage). With a train/test split
+    the model is fitted on the training rows and ``labels`` are its predictions for every row;
+    ``init_labels`` exist for the training rows only (-1 elsewhere).
     """
     from . import plots
 
@@ -233,11 +233,15 @@ def train_model(
     hyper = {k: v for k, v in model.get_params().items() if k != "random_state"}  # = seed
     tracker.log_params({"kind": kind, "seed": seed, "model": hyper})  # model.<hyperparameter>
     tracker.log_dataset(ds.meta, data_path, "training")
+    rows = datalib.eval_rows(ds)
+    monitor = TrainingMonitor(
+        tracker,
+        y_eval=ds.y[rows],
+        X_eval=None if ds.is_train is None else ds.X[rows],
+        eval_every=eval_every,
+    )
     t0 = time.perf_counter()
-    fit_kw = {"init_labels": init_labels} if init_labels is not None else {}
-    # y is passed only so that models can record per-epoch metrics in their history; no model
-    # fits on it (the estimators' fit(X, y=None) contract)
-    model.fit(ds.X[fit], ds.y[fit], **fit_kw)
+    model.fit(ds.X[fit], init_labels=init_labels, callback=monitor)
     seconds = time.perf_counter() - t0
     if ds.is_train is None:
         labels = model.labels_
@@ -251,6 +255,7 @@ def train_model(
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
     history = {k: [float(v) for v in vals] for k, vals in getattr(model, "history_", {}).items()}
+    history.update(monitor.curves())
     info = {
         "kind": kind,
         "seed": seed,
@@ -267,16 +272,61 @@ def train_model(
     tracker.log_history(history)
     tracker.log_artifact(out_labels)
     if artifact_dir is not None:
-        out = Path(artifact_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        if hasattr(model, "save_artifacts"):  # a model with figures of its own draws its curves
-            paths = model.save_artifacts(ds.X[fit], out, image_shape=ds.image_shape)
-        else:
-            paths = [plots.curves(history, out / "curves.png", title=f"{kind} seed {seed}")]
+        paths = plots.model_figures(model, ds.X[fit], artifact_dir, image_shape=ds.image_shape)
         for p in paths:
-            if p is not None:
-                tracker.log_artifact(p, "figures")
+            tracker.log_artifact(p, "figures")
     log.info("%s seed %d fitted in %.1f s", kind, seed, seconds)
+
+
+class TrainingMonitor:
+    """The callback the train stage gives a model's ``fit`` (models never see the labels).
+
+    For every :class:`~mixlib.models.base.Progress` it gets, it writes a line to the job log and
+    sends the step's objective values to the MLflow run (``progress/<name>``, when the job logs
+    live), at most every ``interval`` seconds and always at the first and last step; every
+    ``eval_every`` steps (and at the last) it scores the model's current labels of the
+    evaluation rows (``X_eval``, the test rows, through ``predict``; None: the rows being
+    fitted, through ``labels``) against ``y_eval``: NMI, ARI and ACC curves in the history.
+    """
+
+    def __init__(self, tracker, *, y_eval, X_eval=None, eval_every=None, interval=10.0):
+        self.tracker, self.y_eval, self.X_eval = tracker, y_eval, X_eval
+        self.eval_every, self.interval = eval_every, interval
+        self.scores: dict[int, dict[str, float]] = {}  # step -> nmi, ari, acc
+        self.n_steps = 0
+        self._pending: dict[str, list[tuple[int, float]]] = {}
+        self._last = -np.inf
+
+    def __call__(self, p) -> None:
+        last = p.step == p.total
+        self.n_steps = max(self.n_steps, p.step)
+        score = p.labels if self.X_eval is None else p.predict
+        if self.eval_every and score is not None and (p.step % self.eval_every == 0 or last):
+            from . import metrics as metriclib
+
+            lab = score() if self.X_eval is None else score(self.X_eval)
+            self.scores[p.step] = metriclib.cluster_metrics(self.y_eval, lab)
+        for k, v in {**p.metrics, **self.scores.get(p.step, {})}.items():
+            self._pending.setdefault(k, []).append((p.step, float(v)))
+        now = time.monotonic()
+        if p.step == 1 or last or now - self._last >= self.interval:
+            shown = ", ".join(
+                f"{k}={v[-1][1]:.6g}" for k, v in self._pending.items() if v[-1][0] == p.step
+            )
+            log.info("step %d/%d: %s", p.step, p.total, shown)
+            self.tracker.log_progress(self._pending)
+            self._pending, self._last = {}, now
+
+    def curves(self) -> dict[str, list[float]]:
+        """The scores as curves over every step reported (NaN where not scored), like the
+        model's own ``history_`` curves; none when nothing was scored."""
+        if not self.scores:
+            return {}
+        steps = range(1, self.n_steps + 1)
+        return {
+            k: [self.scores[s][k] if s in self.scores else float("nan") for s in steps]
+            for k in ("acc", "nmi", "ari")
+        }
 
 
 def _missing_frac(model) -> float | None:
@@ -481,13 +531,15 @@ def gmm_exercise(
     out_samples_figure: str,
     tracker=tracking.NULL_TRACKER,
 ):
-    """GMM-on-images exercise: EM (:class:`~mixlib.models.GaussianMixtureEM`, ``params``) from
-    every init and seed on the dataset's fitting rows; writes the log-likelihood curves (CSV and
-    figure), the final mean log-likelihoods beside the single-Gaussian and naive-GMM references
-    (CSV), and sample grids of the three models beside the best fit's component means."""
+    """GMM-on-images exercise: EM (:class:`~mixlib.models.GaussianMixtureEM`, ``params``: every
+    hyperparameter but K, which is the dataset's) from every init and seed on the dataset's
+    fitting rows; writes the log-likelihood curves (CSV and figure), the final mean
+    log-likelihoods beside the single-Gaussian and naive-GMM references (CSV), and sample grids
+    of the three models beside the best fit's component means."""
     import pandas as pd
 
     from . import em_experiments as em
+    from . import plots
 
     ds = datalib.load_prepared(data_path)
     if not ds.image_shape:
@@ -495,7 +547,7 @@ def gmm_exercise(
     fit = datalib.fit_rows(ds)
     X, y = ds.X[fit].astype(np.float64), ds.y[fit]
     params = {"n_clusters": ds.meta["n_clusters"], **params}
-    reg, reg_covar = params.get("reg", "ridge"), params.get("reg_covar", 1e-6)
+    reg, reg_covar = params["reg"], params["reg_covar"]
     tracker.log_params({"dataset": dataset, "inits": inits, "seeds": seeds, **params})
     curves, final, models = em.fit_loglik_runs(X, inits, seeds, **params)
     refs = [
@@ -513,16 +565,18 @@ def gmm_exercise(
         tracker.log_artifact(path, "tables")
     best = final[final.model == "gmm_em"].sort_values("loglik").iloc[-1]
     fitted = models[(best["init"], int(best["seed"]))]
+    rows = em.sample_rows(
+        X, y, fitted, n_samples=n_samples, reg_covar=reg_covar, reg=reg, seed=int(best["seed"])
+    )
     figs = [
-        em.plot_loglik_curves(curves, out_loglik_figure),
-        em.plot_sample_grids(
-            X, y, ds.image_shape, fitted, out_samples_figure,
-            n_samples=n_samples, reg_covar=reg_covar, reg=reg, seed=int(best["seed"]),
+        plots.plot_loglik_curves(curves, out_loglik_figure),
+        plots.image_rows(
+            rows, ds.image_shape, out_samples_figure, lo=float(X.min()), hi=float(X.max())
         ),
-    ]  # fmt: skip
+    ]
     for fig in figs:
         tracker.log_artifact(fig, "figures")
-    for r in final.itertuples():  # MLflow keys: no "+" (kmeans++)
+    for r in final.itertuples():  # MLflow keys: no "+" (k-means++)
         key = r.model if r.model != "gmm_em" else f"{r.init}_seed{int(r.seed)}"
         tracker.log_metrics({f"loglik_{key}".replace("+", "p"): r.loglik})
     log.info("final mean log-likelihoods:\n%s", final.to_string(index=False))
@@ -574,7 +628,7 @@ def gmm25_aggregate(
     """Per-seed CSV, the table (Markdown, LaTeX, CSV: mean ± std over seeds of the final and
     minimum test KL, the reference code's numbers beside them) and the KL-per-iteration figure."""
     from . import em_experiments as em
-    from . import tables
+    from . import plots, tables
 
     recs = [read_json(p) for p in records]
     runs = em.simulation_frame(recs)
@@ -588,7 +642,7 @@ def gmm25_aggregate(
     paths = [out_runs, *tables.write_tables(cells, best, out_md, out_tex, out_csv, title)]
     for p in paths:
         tracker.log_artifact(p, "tables")
-    tracker.log_artifact(em.plot_kl_history(recs, out_figure), "figures")
+    tracker.log_artifact(plots.plot_kl_history(recs, out_figure), "figures")
     for method, g in runs.groupby("method"):
         tracker.log_metrics({f"final_kl_mean_{method}": g.final_kl.mean()})
     log.info("\n%s", tables.to_markdown(cells, best, title))

@@ -48,7 +48,25 @@ INVOCATION_ENV = "MIXLIB_INVOCATION_ID"
 PARENT_ENV = "MIXLIB_PARENT_RUN_ID"
 URI_ENV = "MLFLOW_TRACKING_URI"
 COMMIT_ENV = "MIXLIB_GIT_COMMIT"
+SETTINGS_ENV = "MIXLIB_TRACKING"
 SPOOL_DIR = Path("results") / "mlflow" / "spool"
+
+
+def export_job_settings(enabled: bool, uri: str | None, experiment: str, defer: bool) -> None:
+    """Hand the invocation's tracking settings to its jobs (local or on SLURM, which inherit the
+    environment): the workflow calls this once, before any job starts."""
+    os.environ[SETTINGS_ENV] = json.dumps(
+        {"enabled": enabled, "uri": uri, "experiment": experiment, "defer": defer}
+    )
+
+
+def job_settings() -> dict:
+    """The settings :func:`export_job_settings` handed down (keyword arguments of
+    :func:`job_run`); tracking is off for a job started outside a workflow invocation."""
+    raw = os.environ.get(SETTINGS_ENV)
+    if not raw:
+        return {"enabled": False, "uri": None, "experiment": "", "defer": True}
+    return json.loads(raw)
 
 
 def resolve_uri(uri: str | None, root: str | Path) -> str:
@@ -216,6 +234,10 @@ class Tracker:
     def log_params(self, params: dict) -> None: ...
     def log_metrics(self, metrics: dict, step: int | None = None) -> None: ...
     def log_history(self, history: dict) -> None: ...
+    def log_progress(self, points: dict[str, list[tuple[int, float]]]) -> None:
+        """Curves of a job in progress, ``{name: [(step, value), ...]}``, as ``progress/<name>``
+        (live runs only: a deferred run gets the whole curves as its history at the end)."""
+
     def log_artifact(self, path: str | Path, subdir: str | None = None) -> None: ...
     def log_dataset(self, meta: dict, path: str | Path, context: str) -> None:
         """Record the run's dataset (a prepared dataset's ``meta``, read from ``path``) as an
@@ -283,6 +305,19 @@ class MlflowTracker(Tracker):
         ]
         for i in range(0, len(points), 1000):  # MLflow's limit per batch
             self._client.log_batch(self.run_id, metrics=points[i : i + 1000])
+
+    def log_progress(self, points):
+        from mlflow.entities import Metric
+
+        now = _now_ms()
+        vals = [
+            Metric(f"progress/{k}", v, now, step)
+            for k, pts in points.items()
+            for step, v in pts
+            if _is_number(v)
+        ]
+        for i in range(0, len(vals), 1000):
+            self._client.log_batch(self.run_id, metrics=vals[i : i + 1000])
 
     def log_artifact(self, path, subdir=None):
         path = Path(path)

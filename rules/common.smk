@@ -1,24 +1,13 @@
-# Config validation, wildcard constraints and every input/param function. No rules here.
+# The plan of the config (checked once, by mixlib.plan), wildcard constraints, every output path
+# pattern and every input/param function. No rules here; nothing below checks the config again.
 import os
 from pathlib import Path
 
-from snakemake.utils import validate
-
-from mixlib.config import (
-    check_config,
-    expand_models,
-    find_sweep,
-    init_spec,
-    model_runs,
-    remote_source,
-    sweep_runs,
-    sweeps,
-)
 from mixlib.download import SOURCES
 from mixlib.models import uses_gpu
+from mixlib.plan import load_plan
 
-validate(config, "../config/schema.yaml")
-check_config(config)
+PLAN = load_plan(config)
 
 
 wildcard_constraints:
@@ -31,15 +20,20 @@ wildcard_constraints:
     param="[A-Za-z_][A-Za-z0-9_]*",
 
 
-DATASETS = list(config["datasets"])
-SEEDS = config["seeds"]
+DATASETS = list(PLAN.datasets)
+SEEDS = PLAN.seeds
+TABLE_EXTS = ("md", "tex", "csv")
+INVOCATION = "results/provenance/invocation.json"
+PAPER_TABLE = [f"results/tables/paper.{ext}" for ext in TABLE_EXTS]
+EVAL_RECORD = "results/eval/{dataset}/{model}/{init}/seed{seed}.json"
+INIT_RECORD = "results/init/{dataset}/{init}/seed{seed}/record.json"
 
 
 def reference_csv():
     """The published numbers' CSV (a relative config path is taken from the repository),
     written relative to the working directory so that no absolute path of this machine lands in
     the jobs' params and the HTML report."""
-    path = config.get("reference_csv")
+    path = PLAN.reference_csv
     if not path:
         return None
     if not os.path.isabs(path):
@@ -49,17 +43,13 @@ def reference_csv():
 
 def init_records():
     """The init stage's records for every (dataset, init) some model starts from."""
-    used = sorted({(d, i) for d, _, i, _ in model_runs(config) if i != "none"})
-    return [f"results/init/{d}/{i}/seed{s}/record.json" for d, i in used for s in SEEDS]
-
-
-def eval_records():
     return [
-        f"results/eval/{d}/{m}/{i}/seed{s}.json" for d, m, i, s in model_runs(config)
+        INIT_RECORD.format(dataset=d, init=i, seed=s) for d, i, s in PLAN.init_runs()
     ]
 
 
-TABLE_EXTS = ("md", "tex", "csv")
+def eval_records():
+    return [EVAL_RECORD.format(**r._asdict()) for r in PLAN.runs]
 
 
 def dataset_tables():
@@ -79,39 +69,30 @@ def figure_outputs():
     return list(dataset_figures().values())
 
 
-PAPER_TABLE = [f"results/tables/paper.{ext}" for ext in TABLE_EXTS]
-INVOCATION = "results/provenance/invocation.json"
-
-
 def job_benchmarks():
     """Benchmark files of the jobs behind the tables (data, inits, training), from the rules'
     own benchmark patterns (call after those rules are defined)."""
-    runs = model_runs(config)
-    used = sorted({(d, i) for d, _, i, _ in runs if i != "none"})
     prepare, init, train = (
-        str(r.benchmark) for r in (rules.prepare_dataset, rules.initialize, rules.train_model)
+        str(r.benchmark)
+        for r in (rules.prepare_dataset, rules.initialize, rules.train_model)
     )
     return [
         *(prepare.format(dataset=d) for d in DATASETS),
-        *(init.format(dataset=d, init=i, seed=s) for d, i in used for s in SEEDS),
-        *(train.format(dataset=d, model=m, init=i, seed=s) for d, m, i, s in runs),
+        *(init.format(dataset=d, init=i, seed=s) for d, i, s in PLAN.init_runs()),
+        *(train.format(**r._asdict()) for r in PLAN.runs),
     ]
-
-
-PUBLISH_DIR = config.get("publish_dir")
 
 
 def publish_outputs():
     """Copies of the tables and figures under publish_dir (none when it is null)."""
-    if not PUBLISH_DIR:
+    if not PLAN.publish_dir:
         return []
     names = [Path(p).name for p in [*PAPER_TABLE, *table_outputs(), *figure_outputs()]]
-    return [f"{PUBLISH_DIR}/{n}" for n in [*names, "long.csv"]]
+    return [f"{PLAN.publish_dir}/{n}" for n in [*names, "long.csv"]]
 
 
-EXPERIMENTS = config.get("experiments") or {}
-GMM_EXERCISE = EXPERIMENTS.get("gmm_exercise")
-GMM25 = EXPERIMENTS.get("gmm25")
+GMM_EXERCISE = PLAN.gmm_exercise
+GMM25 = PLAN.gmm25
 
 
 def gmm_exercise_outputs():
@@ -120,33 +101,13 @@ def gmm_exercise_outputs():
         return []
     return [
         f"results/em/gmm_exercise/{d}/{f}"
-        for d in GMM_EXERCISE["datasets"]
+        for d in GMM_EXERCISE.datasets
         for f in ("loglik.png", "samples.png", "loglik_curves.csv", "loglik_final.csv")
     ]
 
 
-def gmm_exercise_seeds():
-    return GMM_EXERCISE.get("seeds") or SEEDS
-
-
-def gmm25_seeds():
-    return GMM25.get("seeds") or SEEDS
-
-
-def gmm25_run_settings(wildcards):
-    """What one simulation job depends on (not the list of seeds or methods, so that adding a
-    seed runs only its jobs)."""
-    return {
-        k: GMM25[k] for k in ("n_iter", "n_inner", "reg_covar", "n_train", "n_test")
-    }
-
-
 def gmm25_records():
-    return [
-        f"results/em/gmm25/{m}/seed{s}.json"
-        for m in GMM25["methods"]
-        for s in gmm25_seeds()
-    ]
+    return [f"results/em/gmm25/{m}/seed{s}.json" for m, s in GMM25.runs()]
 
 
 def gmm25_outputs():
@@ -154,14 +115,14 @@ def gmm25_outputs():
     if not GMM25:
         return []
     return [
-        *(f"results/em/gmm25/table.{ext}" for ext in ("md", "tex", "csv")),
+        *(f"results/em/gmm25/table.{ext}" for ext in TABLE_EXTS),
         "results/em/gmm25/runs.csv",
         "results/em/gmm25/kl_history.png",
     ]
 
 
 def em_dataset_spec(wildcards):
-    return GMM_EXERCISE["datasets"][wildcards.dataset]
+    return GMM_EXERCISE.datasets[wildcards.dataset]
 
 
 def em_raw_input(wildcards):
@@ -194,74 +155,59 @@ def init_input(wildcards):
 
 def raw_input(wildcards):
     """The raw files of a downloadable source (the download_dataset output); none if embedded."""
-    source = remote_source(config, wildcards.dataset)
+    source = PLAN.remote_source(wildcards.dataset)
     return {"raw": f"results/raw/{source}"} if source else {}
 
 
 def staged_files(wildcards):
     """Files staged for this source under data_dir: inputs, so that replacing one reruns."""
-    if not config["data_dir"]:
+    if not PLAN.data_dir:
         return []
-    root = Path(config["data_dir"]) / wildcards.source
+    root = Path(PLAN.data_dir) / wildcards.source
     paths = [root / f.name for f in SOURCES[wildcards.source].files]
     return [str(p) for p in paths if p.is_file()]
 
 
 def file_sha256(source):
-    return config["file_sha256"].get(source, {}) if source else {}
+    return PLAN.file_sha256.get(source, {}) if source else {}
 
 
-# every trainable model: the config's entries and their sweep variants (mixlib.config.sweeps)
-MODELS = expand_models(config)
-
-
-def model_params(wildcards):
-    return MODELS[wildcards.model].get("params", {})
-
-
-def model_kind(wildcards):
-    return MODELS[wildcards.model]["kind"]
+def model_of(wildcards):
+    return PLAN.models[wildcards.model]
 
 
 def sweep_outputs():
     """Per sweep and dataset of its model: a table (md, tex, csv) and a figure."""
     out = []
-    for s in sweeps(config):
-        for d in s["datasets"]:
-            stem = f"{d}/{s['model']}/{s['param']}"
-            out += [
-                f"results/tables/sweeps/{stem}.{ext}" for ext in ("md", "tex", "csv")
-            ]
+    for s in PLAN.sweeps:
+        for d in s.datasets:
+            stem = f"{d}/{s.model}/{s.param}"
+            out += [f"results/tables/sweeps/{stem}.{ext}" for ext in TABLE_EXTS]
             out.append(f"results/figures/sweeps/{stem}.png")
     return out
 
 
 def sweep_records(wildcards):
     return [
-        f"results/eval/{d}/{m}/{i}/seed{s}.json"
-        for d, m, i, s in sweep_runs(
-            config, wildcards.dataset, wildcards.model, wildcards.param
-        )
+        EVAL_RECORD.format(**r._asdict())
+        for r in PLAN.sweep_runs(wildcards.dataset, wildcards.model, wildcards.param)
     ]
 
 
 def sweep_values(wildcards):
     """{model name: swept value} of the sweep's points."""
-    s = find_sweep(config, wildcards.model, wildcards.param)
-    return {name: value for value, name in s["points"]}
-
-
-def sweep_fixed_params(wildcards):
-    """The swept model's own params (the swept one included, at its own value)."""
-    return MODELS[wildcards.model].get("params", {})
+    return {
+        name: value
+        for value, name in PLAN.sweep(wildcards.model, wildcards.param).points
+    }
 
 
 def init_threads(wildcards):
     """2 threads for the inits that run torch and BLAS on many points (the scattering feature,
     a graph or SSC over every point), else 1."""
-    spec = init_spec(config, wildcards.init, wildcards.dataset)
-    heavy = spec.get("feature") == "scattering" or (
-        spec["method"] in ("spectral", "ssc") and not spec.get("subset")
+    spec = PLAN.init_for(wildcards.init, wildcards.dataset)
+    heavy = spec["feature"] == "scattering" or (
+        spec["method"] in ("spectral", "ssc") and not spec["subset"]
     )
     return 2 if heavy else 1
 
@@ -270,10 +216,12 @@ def train_threads(wildcards):
     """2 threads for the models whose fit is dominated by multithreaded torch maths, else 1:
     on a small machine the others spend most of their time importing and writing, which two
     one-thread jobs side by side do better than one two-thread job."""
-    return 2 if uses_gpu(model_kind(wildcards), model_params(wildcards)) else 1
+    m = model_of(wildcards)
+    return 2 if uses_gpu(m.kind, m.params) else 1
 
 
 def train_gpus(wildcards):
     """1 for the models that run on a GPU when there is one (the torch models), else 0: on
     SLURM these training jobs ask for ``--gpus=1`` and land on the GPU partition."""
-    return int(uses_gpu(model_kind(wildcards), model_params(wildcards)))
+    m = model_of(wildcards)
+    return int(uses_gpu(m.kind, m.params))

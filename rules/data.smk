@@ -18,8 +18,8 @@ rule download_dataset:
         "results/benchmarks/download_dataset/{source}.tsv"
     threads: 1
     params:
-        staged_dir=config["data_dir"],
-        download=config["download"],
+        staged_dir=PLAN.data_dir,
+        download=PLAN.download,
         file_sha256=lambda wc: file_sha256(wc.source),
     script:
         "../workflow_scripts/download_dataset.py"
@@ -37,7 +37,7 @@ rule prepare_dataset:
         "results/benchmarks/prepare_dataset/{dataset}.tsv"
     threads: 1
     params:
-        spec=lambda wc: config["datasets"][wc.dataset],
-        file_sha256=lambda wc: file_sha256(remote_source(config, wc.dataset)),
+        spec=lambda wc: PLAN.datasets[wc.dataset],
+        file_sha256=lambda wc: file_sha256(PLAN.remote_source(wc.dataset)),
     script:
         "../workflow_scripts/prepare_dataset.py"

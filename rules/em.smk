@@ -45,10 +45,10 @@ rule gmm_exercise:
         "results/benchmarks/gmm_exercise/{dataset}.tsv"
     threads: 2
     params:
-        inits=lambda wc: GMM_EXERCISE["inits"],
-        seeds=lambda wc: gmm_exercise_seeds(),
-        hyper=lambda wc: GMM_EXERCISE["params"],
-        n_samples=lambda wc: GMM_EXERCISE["n_samples"],
+        inits=lambda wc: GMM_EXERCISE.inits,
+        seeds=lambda wc: GMM_EXERCISE.seeds,
+        hyper=lambda wc: GMM_EXERCISE.params,
+        n_samples=lambda wc: GMM_EXERCISE.n_samples,
     script:
         "../workflow_scripts/gmm_exercise.py"
 
@@ -62,7 +62,7 @@ rule gmm25_simulation:
         "results/benchmarks/gmm25_simulation/{method}/seed{seed}.tsv"
     threads: 1
     params:
-        spec=gmm25_run_settings,
+        spec=lambda wc: GMM25.settings,
     script:
         "../workflow_scripts/gmm25_simulation.py"
 
@@ -88,6 +88,6 @@ rule gmm25_aggregate:
     threads: 1
     params:
         reference_csv=reference_csv(),
-        published_as=GMM25.get("published_as") if GMM25 else None,
+        published_as=GMM25.published_as if GMM25 else None,
     script:
         "../workflow_scripts/gmm25_aggregate.py"

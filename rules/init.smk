@@ -10,6 +10,6 @@ rule initialize:
         "results/benchmarks/initialize/{dataset}/{init}/seed{seed}.tsv"
     threads: init_threads
     params:
-        spec=lambda wc: init_spec(config, wc.init, wc.dataset),
+        spec=lambda wc: PLAN.init_for(wc.init, wc.dataset),
     script:
         "../workflow_scripts/initialize.py"

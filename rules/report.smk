@@ -60,7 +60,7 @@ rule aggregate:
         "results/benchmarks/aggregate/aggregate.tsv"
     threads: 1
     params:
-        datasets=config["datasets"],
+        datasets=PLAN.datasets,
         reference_csv=reference_csv(),
         tables=dataset_tables(),
         figures=dataset_figures(),
@@ -70,7 +70,7 @@ rule aggregate:
         "../workflow_scripts/aggregate.py"
 
 
-if PUBLISH_DIR:
+if PLAN.publish_dir:
 
     rule publish_tables:
         input:
@@ -86,7 +86,7 @@ if PUBLISH_DIR:
             "results/logs/publish_tables/publish_tables.log",
         threads: 1
         params:
-            publish_dir=PUBLISH_DIR,
+            publish_dir=PLAN.publish_dir,
         shell:
             "cp {input.files} {params.publish_dir}/ 2> {log}"
 
@@ -110,6 +110,6 @@ rule make_sweep_table:
     threads: 1
     params:
         values=sweep_values,
-        fixed=sweep_fixed_params,
+        fixed=lambda wc: model_of(wc).params,
     script:
         "../workflow_scripts/make_sweep_table.py"

@@ -20,7 +20,8 @@ rule train_model:
     resources:
         gpu=train_gpus,
     params:
-        kind=model_kind,
-        hyper=model_params,
+        kind=lambda wc: model_of(wc).kind,
+        hyper=lambda wc: model_of(wc).params,
+        eval_every=lambda wc: model_of(wc).eval_every,
     script:
         "../workflow_scripts/train_model.py"

@@ -11,15 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from helpers import ROOT, load_config, run_snakemake
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
-from test_workflow import run_snakemake
 
 from mixlib import data, download, metrics, pipeline
-from mixlib.config import ConfigError, check_config
-from mixlib.data import DatasetError
+from mixlib.errors import ConfigError, DatasetError
+from mixlib.plan import load_plan
 
-ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -210,6 +208,7 @@ def test_stages_fit_on_train_and_score_on_test(tmp_path):
         init_path=str(tmp_path / "init.npy"),
         kind="sklearn_gmm",
         params={"covariance_type": "diag"},
+        eval_every=None,
         out_labels=str(tmp_path / "labels.npz"),
         out_info=str(tmp_path / "info.json"),
     )
@@ -240,7 +239,7 @@ def test_stages_fit_on_train_and_score_on_test(tmp_path):
 
 
 def _tiny():
-    return yaml.safe_load((ROOT / "config/tiny.yaml").read_text())
+    return load_config()
 
 
 @pytest.mark.parametrize(
@@ -257,7 +256,7 @@ def test_config_errors_name_the_key(mutate, message):
     cfg = _tiny()
     mutate(cfg)
     with pytest.raises(ConfigError, match=message):
-        check_config(cfg)
+        load_plan(cfg)
 
 
 # --- the workflow -----------------------------------------------------------------------------

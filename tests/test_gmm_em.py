@@ -10,6 +10,7 @@ import torch
 from scipy.stats import multivariate_normal
 from sklearn.mixture import GaussianMixture
 
+from mixlib import plots
 from mixlib.models import build_model, gmm_em
 from mixlib.models.gmm_em import (
     GaussianMixtureEM,
@@ -20,14 +21,7 @@ from mixlib.models.gmm_em import (
     regularize_covariances,
 )
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    # tiny tensors: on a shared 2-core machine torch's thread pool costs more than it saves
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 def blobs(seed=0, n=150, d=4, k=3, sep=4.0):
@@ -202,7 +196,7 @@ def test_fit_predict_equals_fit_then_predict_and_proba():
     np.testing.assert_allclose(model.weights_.sum(), 1.0)
 
 
-@pytest.mark.parametrize("init", ["random", "kmeans", "kmeans++"])
+@pytest.mark.parametrize("init", ["random", "kmeans", "k-means++"])
 def test_same_seed_same_result(init):
     X, _ = blobs(seed=8)
 
@@ -270,7 +264,7 @@ def test_registry_and_artifacts(tmp_path):
     X, _ = blobs(seed=12, d=4)
     model = build_model("gmm_em", n_clusters=3, random_state=0, max_iter=3, device="cpu")
     quiet(model.fit, X)
-    paths = model.save_artifacts(X, tmp_path, image_shape=(2, 2))
+    paths = plots.model_figures(model, X, tmp_path, image_shape=(2, 2))
     assert {p.name for p in paths} == {"loglik.png", "means.png", "samples.png"}
     assert all(p.stat().st_size > 0 for p in paths)
 
@@ -326,24 +320,30 @@ def test_experiment_figures_smoke(tmp_path):
         fit_naive_gmm,
         fit_single_gaussian,
         loglik_curves,
-        plot_kl_history,
-        plot_loglik_curves,
-        plot_sample_grids,
+        sample_rows,
     )
+    from mixlib.plots import image_rows, plot_kl_history, plot_loglik_curves
 
     X, y = blobs(seed=15, d=4)
     X = (X - X.min()) / (X.max() - X.min())
     df = quiet(loglik_curves, X, seeds=(0, 1), n_clusters=3, max_iter=4, device="cpu")
     assert set(df.columns) == {"init", "seed", "iteration", "loglik"}
     assert set(df["init"]) == {"random", "kmeans"}
-    single, naive = fit_single_gaussian(X), fit_naive_gmm(X, y)
+    single = fit_single_gaussian(X, 1e-3, reg="ridge")
+    naive = fit_naive_gmm(X, y, 1e-3, reg="ridge")
     assert naive.score(X) > single.score(X)
     np.testing.assert_allclose(naive.weights_, np.bincount(y) / len(y))
     fitted = quiet(GaussianMixtureEM(3, max_iter=4, device="cpu", random_state=0).fit, X)
     recs = [{"method": "m", "seed": s, "kl_history": [0.3, 0.2, 0.1]} for s in (0, 1)]
     paths = [
         plot_loglik_curves(df, tmp_path / "ll.png"),
-        plot_sample_grids(X, y, (2, 2), fitted, tmp_path / "grid.png", n_samples=4),
+        image_rows(
+            sample_rows(X, y, fitted, n_samples=4, reg_covar=1e-3, reg="ridge", seed=0),
+            (2, 2),
+            tmp_path / "grid.png",
+            lo=0.0,
+            hi=1.0,
+        ),
         plot_kl_history(recs, tmp_path / "kl.png"),
     ]
     assert all(p.stat().st_size > 0 for p in paths)

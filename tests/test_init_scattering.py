@@ -10,10 +10,9 @@ from mixlib.metrics import clustering_accuracy
 pytest.importorskip("kymatio")
 
 
-@pytest.fixture(scope="module")
-def mnist():
-    d = datalib.prepare("mnist5k", {"source": "mnist5k", "preprocess": {"scale": "minmax"}})
-    return d.X, np.asarray(d.y), d.image_shape
+@pytest.fixture
+def mnist(mnist5k):
+    return mnist5k
 
 
 def test_scattering_features_shape_and_determinism():

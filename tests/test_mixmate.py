@@ -10,6 +10,7 @@ import torch
 from sklearn.base import clone
 from sklearn.linear_model import Lasso
 
+from mixlib import plots
 from mixlib.metrics import clustering_accuracy
 from mixlib.models import build_model
 from mixlib.models.mixmate import (
@@ -24,6 +25,8 @@ from mixlib.models.mixmate import (
     mixture_loss,
     spectral_steps,
 )
+from mixlib.pipeline import TrainingMonitor
+from mixlib.tracking import NULL_TRACKER
 
 f64 = torch.float64
 
@@ -149,12 +152,9 @@ def test_erase_masks():
     assert erase_masks(10, 5, 0.0, 0.5, np.random.default_rng(0)) is None
 
 
-@pytest.fixture(scope="module")
-def mnist():
-    from mixlib.data import prepare
-
-    d = prepare("mnist5k", {"source": "mnist5k", "preprocess": {"scale": "minmax"}})
-    return d.X, np.asarray(d.y)
+@pytest.fixture
+def mnist(mnist5k):
+    return mnist5k[:2]
 
 
 def test_oracle_dictionaries_cluster_mnist5k(mnist):
@@ -168,10 +168,12 @@ def test_oracle_dictionaries_cluster_mnist5k(mnist):
 def test_short_training_lowers_loss_and_logs_history(mnist):
     X, y = mnist[0][:768], mnist[1][:768]
     m = MixMate(n_epochs=2, random_state=0, device="cpu")
-    m.fit(X, y=y, init_labels=y.astype(np.int64))
+    monitor = TrainingMonitor(NULL_TRACKER, y_eval=y, eval_every=1)  # the train stage's
+    m.fit(X, init_labels=y.astype(np.int64), callback=monitor)
     assert m.loss_ < m.init_loss_
-    assert set(m.history_) == {"loss", "acc", "nmi", "ari"}
-    assert all(len(v) == 2 for v in m.history_.values())
+    history = {**m.history_, **monitor.curves()}  # what the train stage records
+    assert set(history) == {"loss", "acc", "nmi", "ari"}
+    assert all(len(v) == 2 for v in history.values())
     np.testing.assert_allclose(np.linalg.norm(m.dictionaries_, axis=1), 1.0, rtol=1e-5)
 
 
@@ -255,7 +257,6 @@ def test_small_and_empty_clusters_do_not_crash():
         ("random_state", 1.5),
         ("init", "bogus"),
         ("dict_init", "pca"),
-        ("eval_every", 0),
         ("image_shape", (5,)),
     ],
 )
@@ -304,9 +305,10 @@ def test_svd_dictionaries_are_each_clusters_leading_singular_vectors(mnist):
 
 def test_eval_every_records_metrics_on_its_epochs_only(mnist):
     X, y = mnist[0][:512], mnist[1][:512]
-    m = MixMate(n_epochs=5, eval_every=2, random_state=0, n_layers=5)
-    m.fit(X, y=y, init_labels=y.astype(np.int64))
-    acc = np.asarray(m.history_["acc"])
+    m = MixMate(n_epochs=5, random_state=0, n_layers=5)
+    monitor = TrainingMonitor(NULL_TRACKER, y_eval=y, eval_every=2)
+    m.fit(X, init_labels=y.astype(np.int64), callback=monitor)
+    acc = np.asarray(monitor.curves()["acc"])
     assert len(m.history_["loss"]) == acc.size == 5
     np.testing.assert_array_equal(np.isfinite(acc), [False, True, False, True, True])
 
@@ -356,7 +358,7 @@ def test_spectral_rule_and_trainable_bias_run(mnist):
 def test_save_artifacts(tmp_path, mnist):
     X = mnist[0][:200]
     m = MixMate(n_clusters=2, n_atoms=4, n_epochs=1, batch_size=64, n_init=1, random_state=0)
-    m.fit(X, y=mnist[1][:200])
-    paths = m.save_artifacts(X, tmp_path / "img", image_shape=(28, 28))
-    paths += m.save_artifacts(X, tmp_path / "flat")
+    m.fit(X)
+    paths = plots.model_figures(m, X, tmp_path / "img", image_shape=(28, 28))
+    paths += plots.model_figures(m, X, tmp_path / "flat")
     assert len(paths) == 6 and all(p.exists() and p.stat().st_size > 0 for p in paths)

@@ -21,7 +21,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from test_workflow import run_snakemake
+from helpers import run_snakemake
 
 from mixlib import tracking
 

@@ -11,6 +11,7 @@ from sklearn.base import clone
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
+from mixlib import plots
 from mixlib.metrics import ari
 from mixlib.models import build_model
 from mixlib.models.power_kmeans import (
@@ -168,7 +169,7 @@ def test_deep_power_kmeans_recovers_blobs(tmp_path):
     assert len(h["reconstruction"]) == len(h["power_mean"]) == 4
     ae = sum(p.numel() for p in m.ae_.parameters())
     assert m.n_parameters() == ae + 4 * 10
-    paths = m.save_artifacts(X, tmp_path)
+    paths = plots.model_figures(m, X, tmp_path)
     assert {p.name for p in paths} == {"round_losses.png", "embedding.png"}
     assert all(p.stat().st_size > 0 for p in paths)
 

@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from helpers import ROOT, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.workflow
 
 # tiny.yaml on one seed: 10 jobs (prepare, 2 inits, 3 trainings, 3 evaluations, aggregate), a few
 # seconds each, two at a time
-CONFIG = yaml.safe_load((ROOT / "config/tiny.yaml").read_text())
+CONFIG = load_config()
 CONFIG["seeds"] = [0]
 N_JOBS = 10
 

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from helpers import ROOT, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "profiles/slurm"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
 # tiny.yaml, cut to what shows the profile at work in few jobs (every SLURM job starts Python
 # three times): one CPU model and one torch model (gpu=1 -> the gpu partition), one seed,
 # overlapping blobs so that the methods give different numbers.
-CONFIG = yaml.safe_load((ROOT / "config/tiny.yaml").read_text())
+CONFIG = load_config()
 CONFIG["seeds"] = [0]
 CONFIG["datasets"]["blobs"]["synthetic"]["separation"] = 2.5
 CONFIG["inits"] = {"kmeans": CONFIG["inits"]["kmeans"]}

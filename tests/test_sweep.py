@@ -7,21 +7,12 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from test_workflow import ROOT, run_snakemake
+from helpers import load_config, run_snakemake
 
 from mixlib import tables
-from mixlib.config import (
-    ConfigError,
-    check_config,
-    expand_models,
-    model_runs,
-    sweep_runs,
-    sweeps,
-    value_tag,
-    variant_name,
-)
+from mixlib.errors import ConfigError
 from mixlib.models.mixmate import erase_masks
+from mixlib.plan import load_plan, value_tag, variant_name
 
 MODEL_WILDCARD = re.compile(r"[A-Za-z0-9_.-]+")  # rules/common.smk
 
@@ -58,29 +49,31 @@ def test_variant_names_are_wildcard_safe(value, tag):
 
 def test_expansion_reuses_the_models_own_value():
     cfg = _config()
-    s = {(x["model"], x["param"]): x for x in sweeps(cfg)}
+    plan = load_plan(cfg)
+    s = {(x.model, x.param): x for x in plan.sweeps}
     # reg_covar 0.01 is the entry's own (params); max_iter 100 the constructor's default
-    assert s["gmm", "reg_covar"]["points"] == [
+    assert s["gmm", "reg_covar"].points == (
         (0.001, "gmm.reg_covar0.001"),
         (0.01, "gmm"),
         (1.0, "gmm.reg_covar1.0"),
-    ]
-    assert s["gmm", "max_iter"]["own"] == 100
-    assert s["gmm", "max_iter"]["points"] == [(1, "gmm.max_iter1"), (100, "gmm")]
-    models = expand_models(cfg)
+    )
+    assert s["gmm", "max_iter"].own == 100
+    assert s["gmm", "max_iter"].points == ((1, "gmm.max_iter1"), (100, "gmm"))
+    models = plan.models
     assert set(models) == {"km", "gmm", "gmm.reg_covar0.001", "gmm.reg_covar1.0", "gmm.max_iter1"}
-    assert "sweep" not in models["gmm"]
-    assert models["gmm.reg_covar1.0"] == {
-        "kind": "sklearn_gmm",
-        "params": {"reg_covar": 1.0},
-        "inits": ["kmeans"],
-        "datasets": ["blobs"],
-    }
-    assert models["gmm.max_iter1"]["params"] == {"reg_covar": 0.01, "max_iter": 1}
+    v = models["gmm.reg_covar1.0"]
+    assert (v.kind, v.params, v.inits, v.datasets, v.variant_of) == (
+        "sklearn_gmm",
+        {"reg_covar": 1.0},
+        ("kmeans",),
+        ("blobs",),
+        "gmm",
+    )
+    assert models["gmm.max_iter1"].params == {"reg_covar": 0.01, "max_iter": 1}
     assert cfg["models"]["gmm"]["params"] == {"reg_covar": 0.01}  # config left untouched
     # the main table's runs are the config's entries only
-    assert {m for _, m, _, _ in model_runs(cfg)} == {"km", "gmm"}
-    runs = sweep_runs(cfg, "blobs", "gmm", "reg_covar")
+    assert {r.model for r in plan.runs} == {"km", "gmm"}
+    runs = plan.sweep_runs("blobs", "gmm", "reg_covar")
     assert len(runs) == 3 * 1 * 2  # values x inits x seeds
     assert {m for _, m, _, _ in runs} == {"gmm", "gmm.reg_covar0.001", "gmm.reg_covar1.0"}
 
@@ -89,8 +82,8 @@ def test_expansion_inherits_datasets_and_inits():
     cfg = _config()
     cfg["datasets"]["other"] = {"source": "digits"}
     cfg["models"]["gmm"].update(datasets=["other"], inits=["kmeans", "none"])
-    v = expand_models(cfg)["gmm.reg_covar1.0"]
-    assert v["datasets"] == ["other"] and v["inits"] == ["kmeans", "none"]
+    v = load_plan(cfg).models["gmm.reg_covar1.0"]
+    assert v.datasets == ("other",) and v.inits == ("kmeans", "none")
 
 
 def test_sweep_restricted_to_some_datasets_and_inits():
@@ -100,19 +93,19 @@ def test_sweep_restricted_to_some_datasets_and_inits():
     cfg["models"]["gmm"]["sweep"] = {
         "reg_covar": {"values": [0.01, 1.0], "datasets": ["other"], "inits": ["none"]}
     }
-    check_config(cfg)
-    (s,) = sweeps(cfg)
-    assert s["datasets"] == ["other"] and s["inits"] == ["none"]
-    v = expand_models(cfg)["gmm.reg_covar1.0"]
-    assert v["datasets"] == ["other"] and v["inits"] == ["none"]
+    plan = load_plan(cfg)
+    (s,) = plan.sweeps
+    assert s.datasets == ("other",) and s.inits == ("none",)
+    v = plan.models["gmm.reg_covar1.0"]
+    assert v.datasets == ("other",) and v.inits == ("none",)
     # the model itself still runs everywhere; the sweep reuses its runs at its own value
-    assert len([r for r in model_runs(cfg) if r[1] == "gmm"]) == 2 * 2 * 2
-    assert sweep_runs(cfg, "other", "gmm", "reg_covar") == [
+    assert len([r for r in plan.runs if r[1] == "gmm"]) == 2 * 2 * 2
+    assert plan.sweep_runs("other", "gmm", "reg_covar") == [
         ("other", m, "none", seed) for m in ("gmm", "gmm.reg_covar1.0") for seed in (0, 1)
     ]
     cfg["models"]["gmm"]["sweep"]["reg_covar"]["inits"] = ["random"]
     with pytest.raises(ConfigError, match=r"models\.gmm\.sweep\.reg_covar\.inits: \['random'\]"):
-        check_config(cfg)
+        load_plan(cfg)
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -138,14 +131,14 @@ def test_bad_sweep_names_the_key(mutate, message):
     cfg = _config()
     mutate(cfg["models"]["gmm"])
     with pytest.raises(ConfigError, match=message):
-        check_config(cfg)
+        load_plan(cfg)
 
 
 def test_variant_name_clash_is_an_error():
     cfg = _config()
     cfg["models"]["gmm.reg_covar1.0"] = {"kind": "kmeans"}
     with pytest.raises(ConfigError, match=r"models\.gmm\.sweep\.reg_covar: .*'gmm\.reg_covar1\.0'"):
-        check_config(cfg)
+        load_plan(cfg)
 
 
 def test_missing_data_only_for_models_that_support_it():
@@ -153,7 +146,7 @@ def test_missing_data_only_for_models_that_support_it():
     cfg = _config()
     cfg["models"]["km"]["sweep"] = {"erase_frac": [0.25]}
     with pytest.raises(ConfigError, match=r"models\.km\.sweep: KMeans.* no parameter 'erase_frac'"):
-        check_config(cfg)
+        load_plan(cfg)
 
 
 # --- the sweep table ---------------------------------------------------------------------------
@@ -221,7 +214,7 @@ def test_sweep_summary_without_records_fails():
 
 
 def _tiny_sweep_config():
-    cfg = yaml.safe_load((ROOT / "config/tiny.yaml").read_text())
+    cfg = load_config()
     cfg["inits"] = {"kmeans": cfg["inits"]["kmeans"]}
     cfg["tracking"] = {"enabled": False}
     cfg["models"] = {

@@ -9,6 +9,7 @@ run_job(
     kind=snakemake.params.kind,
     params=snakemake.params.hyper,
     seed=int(snakemake.wildcards.seed),
+    eval_every=snakemake.params.eval_every,
     out_labels=snakemake.output.labels,
     out_info=snakemake.output.info,
     artifact_dir=snakemake.output.figures,

@@ -14,7 +14,7 @@ import functools
 import importlib
 import importlib.util
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 _REGISTRY: dict[str, type] = {}
@@ -70,13 +70,21 @@ def get_model_class(kind: str) -> type:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What the workflow needs to know about a model kind before any job runs: its class name
-    and its constructor's keyword parameters with their defaults."""
+    """What the workflow needs to know about a model kind before any job runs: its class name,
+    its constructor's keyword parameters with their defaults and its parameter constraints."""
 
     kind: str
     class_name: str
     parameters: dict[str, inspect.Parameter]
     module: str
+    constraints: dict = field(default_factory=dict)
+
+    def validate(self, params: dict, owner: str | None = None) -> None:
+        """Check hyperparameters against the class's constraints
+        (:func:`mixlib.models.base.validate_params`, the function ``fit`` calls)."""
+        from .params import validate_params
+
+        validate_params(params, self.constraints, owner or self.class_name)
 
 
 def _literal(node):
@@ -90,8 +98,9 @@ def _literal(node):
 def _static_specs() -> dict[str, ModelSpec]:
     """The built-in models read from their source files without importing them (no torch, no
     scikit-learn): a Snakemake start, a dry run and every SLURM job re-parse the workflow, and
-    checking a config must not cost seconds of imports. ``test_models_registry`` checks that
-    this agrees with the imported classes."""
+    importing torch there costs seconds each. Constructor defaults and the literal
+    ``_parameter_constraints`` are read from the class bodies; ``test_models_registry`` checks
+    that this agrees with the imported classes."""
     out = {}
     for mod in _MODEL_MODULES:
         spec = importlib.util.find_spec(mod)
@@ -127,40 +136,41 @@ def _static_specs() -> dict[str, ModelSpec]:
                 for arg, d in zip(pos, defaults)
                 if arg.arg != "self"
             }
-            for arg, d in zip(a.kwonlyargs, a.kw_defaults):
-                params[arg.arg] = inspect.Parameter(
-                    arg.arg,
-                    inspect.Parameter.KEYWORD_ONLY,
-                    default=inspect.Parameter.empty if d is None else _literal(d),
-                )
+            constraints = next(
+                (
+                    ast.literal_eval(node.value)
+                    for node in cls.body
+                    if isinstance(node, ast.Assign | ast.AnnAssign)
+                    and getattr(
+                        node.targets[0] if isinstance(node, ast.Assign) else node.target, "id", None
+                    )
+                    == "_parameter_constraints"
+                ),
+                {},
+            )
             for kind in kinds:
-                out[kind] = ModelSpec(kind, cls.name, params, mod)
+                out[kind] = ModelSpec(kind, cls.name, params, mod, constraints)
     return out
 
 
 def model_spec(kind: str) -> ModelSpec:
-    """Class name and constructor parameters of model ``kind``, without importing the built-in
-    model modules; a kind registered elsewhere is looked up in the imported registry."""
+    """Class name, constructor parameters and constraints of model ``kind``, without importing
+    the built-in model modules; a kind registered elsewhere is looked up in the imported
+    registry."""
     static = _static_specs()
     if kind in static:
         return static[kind]
     cls = get_model_class(kind)  # KeyError naming the available kinds
     params = dict(inspect.signature(cls.__init__).parameters)
     params.pop("self", None)
-    return ModelSpec(kind, cls.__name__, params, cls.__module__)
+    return ModelSpec(kind, cls.__name__, params, cls.__module__, dict(cls._parameter_constraints))
 
 
 def build_model(kind: str, *, n_clusters: int, random_state: int | None = None, **params):
-    """Instantiate model ``kind``; unknown hyperparameters fail with their names."""
+    """Instantiate model ``kind`` (its hyperparameters are checked by its ``fit``)."""
     cls = get_model_class(kind)
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    unknown = sorted(set(params) - accepted)
-    if unknown:
-        raise TypeError(
-            f"model kind {kind!r} has no parameter(s) {unknown}; it accepts {sorted(accepted)}"
-        )
     kwargs = dict(params, n_clusters=n_clusters)
-    if "random_state" in accepted:
+    if "random_state" in model_spec(kind).parameters:
         kwargs["random_state"] = random_state
     return cls(**kwargs)
 

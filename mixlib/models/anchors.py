@@ -11,7 +11,14 @@ from sklearn.cluster import KMeans as _SkKMeans
 from sklearn.mixture import GaussianMixture as _SkGMM
 
 from . import register
-from .base import ClusterModel, centers_from_labels, check_array_2d, check_init_labels
+from .base import (
+    ClusterModel,
+    Progress,
+    call,
+    centers_from_labels,
+    check_array_2d,
+    check_init_labels,
+)
 
 
 @register("kmeans")
@@ -27,6 +34,14 @@ class KMeans(ClusterModel):
     random_state : int or None
     """
 
+    _parameter_constraints = {
+        "n_clusters": "int >= 1",
+        "n_init": "int >= 1",
+        "max_iter": "int >= 1",
+        "tol": "real >= 0",
+        "random_state": ["int >= 0", None],
+    }
+
     def __init__(self, n_clusters=10, n_init=10, max_iter=300, tol=1e-4, random_state=None):
         self.n_clusters = n_clusters
         self.n_init = n_init
@@ -34,7 +49,10 @@ class KMeans(ClusterModel):
         self.tol = tol
         self.random_state = random_state
 
-    def fit(self, X, y=None, init_labels=None):
+    def fit(self, X, y=None, init_labels=None, callback=None):
+        """``callback`` (a :class:`~mixlib.models.base.Progress`) is called once, at the end:
+        scikit-learn's Lloyd loop reports nothing while it runs."""
+        self._validate_params()
         X = check_array_2d(X, min_samples=self.n_clusters)
         lab = check_init_labels(init_labels, X.shape[0], self.n_clusters)
         rng = np.random.default_rng(self.random_state)
@@ -55,6 +73,9 @@ class KMeans(ClusterModel):
         self.labels_ = self.km_.labels_.astype(np.int64)
         self.inertia_ = float(self.km_.inertia_)
         self.n_iter_ = int(self.km_.n_iter_)
+        call(
+            callback, Progress(1, 1, {"inertia": self.inertia_}, lambda: self.labels_, self.predict)
+        )
         return self
 
     def predict(self, X):
@@ -70,6 +91,16 @@ class SklearnGMM(ClusterModel):
 
     Parameters are those of :class:`sklearn.mixture.GaussianMixture` that matter here.
     """
+
+    _parameter_constraints = {
+        "n_clusters": "int >= 1",
+        "covariance_type": {"full", "tied", "diag", "spherical"},
+        "reg_covar": "real >= 0",
+        "max_iter": "int >= 1",
+        "tol": "real >= 0",
+        "n_init": "int >= 1",
+        "random_state": ["int >= 0", None],
+    }
 
     def __init__(
         self,
@@ -89,7 +120,9 @@ class SklearnGMM(ClusterModel):
         self.n_init = n_init
         self.random_state = random_state
 
-    def fit(self, X, y=None, init_labels=None):
+    def fit(self, X, y=None, init_labels=None, callback=None):
+        """``callback`` is called once, at the end, as for :class:`KMeans`."""
+        self._validate_params()
         X = check_array_2d(X, min_samples=self.n_clusters).astype(np.float64)
         lab = check_init_labels(init_labels, X.shape[0], self.n_clusters)
         kw = dict(
@@ -112,6 +145,10 @@ class SklearnGMM(ClusterModel):
         self.converged_ = bool(self.gmm_.converged_)
         self.n_iter_ = int(self.gmm_.n_iter_)
         self.lower_bound_ = float(self.gmm_.lower_bound_)
+        call(
+            callback,
+            Progress(1, 1, {"lower_bound": self.lower_bound_}, lambda: self.labels_, self.predict),
+        )
         return self
 
     def predict(self, X):

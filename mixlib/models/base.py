@@ -4,41 +4,105 @@ Models are scikit-learn estimators (``fit``, ``predict``, ``fit_predict``, ``get
 hyperparameters are stored untouched in ``__init__`` and validated in ``fit``; fitted state
 ends in ``_``; randomness enters only through ``random_state`` (an int).
 
+Parameter constraints are declared on each class, scikit-learn style, as
+``_parameter_constraints`` (the literal language of :mod:`mixlib.models.params`) and checked by
+its one function :func:`~mixlib.models.params.validate_params`, from ``fit``
+(:meth:`ClusterModel._validate_params`) and, before any job starts, from the config's plan.
+
 Extra, optional pieces the pipeline uses when a model has them:
 
-``fit(X, y=None, init_labels=None)``
+``fit(X, y=None, init_labels=None, callback=None)``
     ``init_labels`` is an int array of shape (N,) from the pipeline's initialisation stage:
     a cluster id in ``[0, n_clusters)`` for the points the initialiser labelled, ``-1`` for the
     points it did not see (initialisers may work on a random subset). A model that can start
     from an assignment uses the labelled points; ``None`` means "use your own initialisation".
+    ``callback`` is called with a :class:`Progress` after every epoch or iteration of an
+    iterative model: the pipeline reports progress and computes metrics through it (models
+    never see the true labels).
 ``init_labels_``
     (N,) labels of the untrained model right after initialisation: the paper's INIT column.
 ``history_``
     ``dict[str, list[float]]`` of per-epoch / per-iteration curves, logged to MLflow as steps.
 ``n_parameters()``
     number of learned parameters (the paper's "params" row).
-``save_artifacts(X, outdir, image_shape=()) -> list[Path]``
-    figures (atoms, reconstructions, embeddings, curves ...) written into ``outdir`` (PNG), to be
-    logged with the MLflow run; ``image_shape`` is e.g. (28, 28) for image data, () otherwise.
 ``device`` / ``dtype``
     models that use torch take ``device="auto"`` (CUDA when present) as a parameter, never a
-    global; the data is moved to the device once, as one tensor.
+    global, and get device, dtype and seed from :class:`TorchModel`.
+
+Figures of fitted models are drawn by :mod:`mixlib.plots`, never here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
+from .params import validate_params
+
+
+@dataclass
+class Progress:
+    """What an iterative model reports to its ``callback`` after each epoch or iteration.
+
+    ``step`` counts from 1 to ``total``; ``metrics`` are the objective values of the step (loss,
+    log-likelihood, ...); ``labels()`` computes the current labels of the rows being fitted and
+    ``predict(X)`` of other rows (either may cost a pass over the data: call them only when
+    needed); ``state()`` returns the model's current parameters where it offers them."""
+
+    step: int
+    total: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    labels: Callable[[], np.ndarray] | None = None
+    predict: Callable[[np.ndarray], np.ndarray] | None = None
+    state: Callable[[], object] | None = None
+
 
 class ClusterModel(ClusterMixin, BaseEstimator):
-    """Base class: ``fit_predict`` is ``fit(...).predict(X)`` unless a model overrides it."""
+    """Base class: parameter validation from ``_parameter_constraints``; ``fit_predict``
+    returns ``fit(X, ...).labels_`` (the labels of the last fit; a model whose ``predict``
+    could differ from them says so)."""
+
+    _parameter_constraints: dict = {}
+
+    def _validate_params(self) -> None:
+        validate_params(
+            self.get_params(deep=False), self._parameter_constraints, type(self).__name__
+        )
 
     def fit_predict(self, X, y=None, **fit_kwargs):
         return self.fit(X, y, **fit_kwargs).labels_
 
     def n_parameters(self) -> int:  # pragma: no cover - every model overrides
         raise NotImplementedError
+
+
+class TorchModel(ClusterModel):
+    """Device, dtype and seed of the torch models, from their ``device``, ``dtype`` and
+    ``random_state`` parameters (``"auto"``: CUDA when present)."""
+
+    def _torch_device(self):
+        from ..utils import resolve_device
+
+        return resolve_device(str(self.device))
+
+    def _torch_dtype(self):
+        import torch
+
+        return {"float32": torch.float32, "float64": torch.float64}[self.dtype]
+
+    def _seed(self) -> int:
+        from ..utils import check_random_state_int
+
+        return check_random_state_int(self.random_state)
+
+
+def call(callback, progress: Progress) -> None:
+    """Call ``callback`` with ``progress`` if there is one."""
+    if callback is not None:
+        callback(progress)
 
 
 def check_init_labels(init_labels, n_samples: int, n_clusters: int) -> np.ndarray | None:

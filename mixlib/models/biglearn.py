@@ -24,15 +24,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..utils import resolve_device, torch_generator
+from ..utils import torch_generator
 from . import register
-from .base import check_array_2d, check_init_labels
+from .base import Progress, call, check_array_2d, check_init_labels
 from .gmm_em import (
     GaussianMixtureBase,
-    _check_choice,
-    _check_int,
-    _check_nonneg,
-    _check_prob,
     compute_cholesky,
     estimate_gaussian_parameters,
     estimate_log_prob_resp,
@@ -41,7 +37,7 @@ from .gmm_em import (
     parameters_from_resp,
 )
 
-BL_INITS = ("reference", "random", "kmeans", "kmeans++")
+BL_INITS = ("reference", "random", "kmeans", "k-means++")
 TASKS = ("joint", "marginal", "transformed")
 _PI_GUARD = 1e-5  # the reference's bl_epsilon: M-step divides by max(1e-5, pi_k)
 
@@ -109,7 +105,7 @@ class BigLearnEM(GaussianMixtureBase):
         Eigenvalue floor eps (the reference's ``eps``; 1e-2 for real data there).
     alpha_pi : float or None, default None
         Weight smoothing alpha; None means 1 / n_clusters.
-    init : {"reference", "random", "kmeans", "kmeans++"}, default "reference"
+    init : {"reference", "random", "kmeans", "k-means++"}, default "reference"
         ``"reference"``: pi uniform, mu ~ N(0, I), Sigma = I (the reference code); the others
         estimate the initial parameters from responsibilities as :class:`GaussianMixtureEM`.
         ``fit(..., init_labels=...)`` overrides ``init``.
@@ -159,23 +155,26 @@ class BigLearnEM(GaussianMixtureBase):
         self.device = device
         self.dtype = dtype
 
-    def _check_params(self) -> None:
-        _check_int("n_iter", self.n_iter, 1)
-        _check_int("n_inner", self.n_inner, 1)
-        _check_prob("p1", self.p1)
-        _check_prob("p2", self.p2)
+    _parameter_constraints = {
+        "n_clusters": "int >= 1",
+        "n_iter": "int >= 1",
+        "n_inner": "int >= 1",
+        "p1": "real in [0, 1]",
+        "p2": "real in [0, 1]",
+        "beta_a": "real > 0",
+        "beta_b": "real > 0",
+        "reg_covar": "real > 0",
+        "alpha_pi": ["real >= 0", None],
+        "init": {"reference", "random", "kmeans", "k-means++"},
+        "random_state": ["int >= 0", None],
+        "device": "str",
+        "dtype": {"float32", "float64"},
+    }
+
+    def _validate_params(self) -> None:
+        super()._validate_params()
         if self.p2 < self.p1:
             raise ValueError(f"p2 must be >= p1, got p1={self.p1!r}, p2={self.p2!r}")
-        for name in ("beta_a", "beta_b"):
-            _check_nonneg(name, getattr(self, name))
-            if getattr(self, name) == 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        _check_nonneg("reg_covar", self.reg_covar)
-        if self.reg_covar == 0:
-            raise ValueError("reg_covar must be > 0 (it is the eigenvalue floor)")
-        if self.alpha_pi is not None:
-            _check_nonneg("alpha_pi", self.alpha_pi)
-        _check_choice("init", self.init, BL_INITS)
 
     def _initialize(self, X, seed, gen, lab):
         K, D = self.n_clusters, X.shape[1]
@@ -187,7 +186,7 @@ class BigLearnEM(GaussianMixtureBase):
         resp = initial_resp(X, K, self.init, seed, lab)
         return parameters_from_resp(X, resp, "full", "floor", self.reg_covar, seed)
 
-    def fit(self, X, y=None, init_labels=None, monitor=None):
+    def fit(self, X, y=None, init_labels=None, callback=None):
         """Run BigLearn-EM.
 
         Parameters
@@ -195,16 +194,16 @@ class BigLearnEM(GaussianMixtureBase):
         X : array (N, D)
         init_labels : int array (N,) or None
             Initial assignment (-1 = unlabelled); overrides ``init``.
-        monitor : callable or None
-            ``monitor(weights (K,), means (K, D), covariances (K, D, D))`` (torch tensors) called
-            after every outer iteration; the floats of the dict it returns are appended to
-            ``history_`` (e.g. a test KL divergence).
+        callback : callable or None
+            Called after every outer iteration with a :class:`~mixlib.models.base.Progress`:
+            the mean train log-likelihood, ``labels()`` / ``predict(X)`` of the current
+            parameters and ``state()``, the current ``(weights (K,), means (K, D), covariances
+            (K, D, D))`` as torch tensors (e.g. for a test KL divergence).
         """
-        _check_int("n_clusters", self.n_clusters, 1)
+        self._validate_params()
         X = check_array_2d(X, min_samples=self.n_clusters)
-        self._check_params()
         lab = check_init_labels(init_labels, X.shape[0], self.n_clusters)
-        self._device_ = resolve_device(self.device)
+        self._device_ = self._torch_device()
         self._dtype_ = self._torch_dtype()
         Xt = self._tensor(X)
         N, D = Xt.shape
@@ -223,7 +222,7 @@ class BigLearnEM(GaussianMixtureBase):
 
         history: dict[str, list[float]] = {"loglik": [], "task": [], "n_dims": []}
         all_dims = torch.arange(D, device=Xt.device)
-        for _ in range(self.n_iter):
+        for step in range(1, self.n_iter + 1):
             u = rng.uniform()
             task = 0 if u < self.p1 else (1 if u < self.p2 else 2)
             if task == 0:
@@ -245,15 +244,23 @@ class BigLearnEM(GaussianMixtureBase):
                     cov_bar = floor_eigenvalues(cov_bar, self.reg_covar)
                     means, cov = mu_bar @ A, floor_eigenvalues(A.T @ cov_bar @ A, self.reg_covar)
                     weights = _smooth(pi_raw, alpha)
-            log_norm, _ = estimate_log_prob_resp(
-                Xt, weights, means, compute_cholesky(cov, "full"), "full"
-            )
+            chol = compute_cholesky(cov, "full")
+            log_norm, log_resp = estimate_log_prob_resp(Xt, weights, means, chol, "full")
             history["loglik"].append(float(log_norm.mean()))
             history["task"].append(float(task))
             history["n_dims"].append(float(idx.numel()))
-            if monitor is not None:
-                for key, val in monitor(weights, means, cov).items():
-                    history.setdefault(key, []).append(float(val))
+            params = (weights, means, cov)
+            call(
+                callback,
+                Progress(
+                    step,
+                    self.n_iter,
+                    {"loglik": history["loglik"][-1]},
+                    labels=lambda r=log_resp: r.argmax(1).cpu().numpy().astype(np.int64),
+                    predict=lambda Z, p=params, c=chol: self._labels(Z, p, c),
+                    state=lambda p=params: p,
+                ),
+            )
         self._set_state(weights, means, cov)
         self.history_ = history
         self.n_iter_ = self.n_iter

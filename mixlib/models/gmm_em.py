@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 import warnings
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,12 +37,11 @@ from sklearn.exceptions import ConvergenceWarning
 
 from ..utils import resolve_device
 from . import register
-from .base import ClusterModel, check_array_2d, check_init_labels
+from .base import Progress, TorchModel, call, check_array_2d, check_init_labels
 
 COVARIANCE_TYPES = ("full", "diag")
 REGULARISERS = ("ridge", "floor")
-INITS = ("random", "kmeans", "kmeans++")
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
+INITS = ("random", "kmeans", "k-means++")
 _LOG_2PI = math.log(2.0 * math.pi)
 _BATCH_ELEMENTS = 2**20  # below this many N*K*D elements, batch over components (small D)
 
@@ -234,7 +232,7 @@ def estimate_gaussian_parameters(
 # --- estimator ------------------------------------------------------------------------------
 
 
-class GaussianMixtureBase(ClusterModel):
+class GaussianMixtureBase(TorchModel):
     """Fitted-state behaviour shared by the torch Gaussian mixtures (prediction, sampling,
     scoring, artifacts).  Subclasses set ``weights_`` (K,), ``means_`` (K, D),
     ``covariances_`` (K, D, D) or (K, D) and call :meth:`_set_state`."""
@@ -242,11 +240,6 @@ class GaussianMixtureBase(ClusterModel):
     covariance_type = "full"
 
     # device / tensors -----------------------------------------------------------------------
-    def _torch_dtype(self):
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
-        return DTYPES[self.dtype]
-
     def _tensor(self, X) -> torch.Tensor:
         return torch.as_tensor(np.asarray(X), dtype=self._dtype_, device=self._device_)
 
@@ -268,6 +261,13 @@ class GaussianMixtureBase(ClusterModel):
                 f"{self.means_.shape[1]} features"
             )
         return self._tensor(X)
+
+    def _labels(self, X, params, chol) -> np.ndarray:
+        """Most responsible component of the rows of X under ``params`` (weights, means,
+        covariances) with Cholesky factors ``chol`` (mid-fit, before the state is set)."""
+        Xt = X if isinstance(X, torch.Tensor) else self._tensor(X)
+        _, log_resp = estimate_log_prob_resp(Xt, params[0], params[1], chol, self.covariance_type)
+        return log_resp.argmax(1).cpu().numpy().astype(np.int64)
 
     def _estimate(self, X) -> tuple[torch.Tensor, torch.Tensor]:
         return estimate_log_prob_resp(
@@ -325,22 +325,6 @@ class GaussianMixtureBase(ClusterModel):
         cov = K * D * (D + 1) // 2 if self.covariance_type == "full" else K * D
         return int(cov + K * D + K - 1)
 
-    def save_artifacts(self, X, outdir, image_shape=()) -> list[Path]:
-        """Write the log-likelihood curve and, for image data, component means and samples."""
-        from ..em_experiments import plot_curve, save_image_grid
-
-        outdir = Path(outdir)
-        outdir.mkdir(parents=True, exist_ok=True)
-        paths = []
-        hist = getattr(self, "history_", {}).get("loglik", [])
-        if hist:
-            paths.append(plot_curve(hist, outdir / "loglik.png", ylabel="mean log-likelihood"))
-        if image_shape:
-            paths.append(save_image_grid(self.means_, image_shape, outdir / "means.png"))
-            samples, _ = self.sample(min(64, 8 * len(self.weights_)))
-            paths.append(save_image_grid(samples, image_shape, outdir / "samples.png"))
-        return paths
-
     @classmethod
     def from_parameters(
         cls,
@@ -372,7 +356,7 @@ def initial_resp(
     """Initial responsibilities (N, K) from a named method or an assignment.
 
     ``random``: uniform random soft responsibilities (as scikit-learn's ``init_params="random"``);
-    ``kmeans``: one k-means run (scikit-learn, k-means++ seeding), hard; ``kmeans++``: hard
+    ``kmeans``: one k-means run (scikit-learn, k-means++ seeding), hard; ``k-means++``: hard
     assignment to the nearest k-means++ seed; ``init_labels``: one-hot rows for the labelled
     points, zero rows for the unlabelled (``-1``) ones.
     """
@@ -393,7 +377,7 @@ def initial_resp(
         from sklearn.cluster import KMeans
 
         labels = KMeans(n_clusters=n_clusters, n_init=1, random_state=seed).fit(Xn).labels_
-    elif init == "kmeans++":
+    elif init == "k-means++":
         from sklearn.cluster import kmeans_plusplus
 
         centers, _ = kmeans_plusplus(Xn, n_clusters, random_state=seed)
@@ -457,7 +441,7 @@ class GaussianMixtureEM(GaussianMixtureBase):
     n_init : int, default 1
         Restarts; the one with the highest final log-likelihood is kept (ignored with
         ``init_labels``).
-    init : {"random", "kmeans", "kmeans++"}, default "kmeans"
+    init : {"random", "kmeans", "k-means++"}, default "kmeans"
         Initial responsibilities when ``fit`` gets no ``init_labels`` (see :func:`initial_resp`).
     weights_init, means_init, covariances_init : array-like or None
         Initial parameters, (K,), (K, D), (K, D, D) / (K, D); override those from ``init``.
@@ -509,15 +493,25 @@ class GaussianMixtureEM(GaussianMixtureBase):
         self.dtype = dtype
 
     # validation --------------------------------------------------------------------------------
-    def _check_params(self, D: int) -> None:
-        _check_int("n_clusters", self.n_clusters, 1)
-        _check_int("max_iter", self.max_iter, 1)
-        _check_int("n_init", self.n_init, 1)
-        _check_choice("covariance_type", self.covariance_type, COVARIANCE_TYPES)
-        _check_choice("reg", self.reg, REGULARISERS)
-        _check_choice("init", self.init, INITS)
-        _check_nonneg("reg_covar", self.reg_covar)
-        _check_nonneg("tol", self.tol)
+    _parameter_constraints = {
+        "n_clusters": "int >= 1",
+        "covariance_type": {"full", "diag"},
+        "reg": {"ridge", "floor"},
+        "reg_covar": "real >= 0",
+        "tol": "real >= 0",
+        "max_iter": "int >= 1",
+        "n_init": "int >= 1",
+        "init": {"random", "kmeans", "k-means++"},
+        "weights_init": ["array", None],
+        "means_init": ["array", None],
+        "covariances_init": ["array", None],
+        "random_state": ["int >= 0", None],
+        "device": "str",
+        "dtype": {"float32", "float64"},
+    }
+
+    def _check_initial_parameters(self, D: int) -> None:
+        """Shapes of the given initial parameters for data with ``D`` features."""
         K = self.n_clusters
         if self.weights_init is not None:
             w = np.asarray(self.weights_init, dtype=np.float64)
@@ -560,26 +554,28 @@ class GaussianMixtureEM(GaussianMixtureBase):
         return nk / nk.sum(), means, cov
 
     # fit -----------------------------------------------------------------------------------------
-    def fit(self, X, y=None, init_labels=None):
-        """Fit by EM.  X (N, D); ``init_labels`` (N,) an initial assignment, -1 = unlabelled."""
-        _check_int("n_clusters", self.n_clusters, 1)
+    def fit(self, X, y=None, init_labels=None, callback=None):
+        """Fit by EM.  X (N, D); ``init_labels`` (N,) an initial assignment, -1 = unlabelled;
+        ``callback`` gets a :class:`~mixlib.models.base.Progress` after every iteration (of
+        every restart, numbered on)."""
+        self._validate_params()
         X = check_array_2d(X, min_samples=self.n_clusters)
-        self._check_params(X.shape[1])
+        self._check_initial_parameters(X.shape[1])
         lab = check_init_labels(init_labels, X.shape[0], self.n_clusters)
-        self._device_ = resolve_device(self.device)
+        self._device_ = self._torch_device()
         self._dtype_ = self._torch_dtype()
         Xt = self._tensor(X)
         with _torch_threads(1 if _numpy_blas(Xt) else None):
-            self._fit(Xt, lab)
+            self._fit(Xt, lab, callback)
             # final E-step so that fit_predict(X) == fit(X).predict(X)
             self.labels_ = self.predict(X)
         return self
 
-    def _fit(self, Xt, lab):
+    def _fit(self, Xt, lab, callback=None):
         rng = np.random.default_rng(self.random_state)
         n_init = 1 if lab is not None else self.n_init
         seeds = rng.integers(2**31 - 1, size=n_init)
-        best = None
+        best, step, total = None, 0, n_init * self.max_iter
         for seed in seeds:
             params = self._initialize(Xt, int(seed), lab)
             chol = compute_cholesky(params[2], self.covariance_type)
@@ -598,8 +594,21 @@ class GaussianMixtureEM(GaussianMixtureBase):
                 chol = compute_cholesky(params[2], self.covariance_type)
                 lower_bound = float(log_norm.mean())
                 bounds.append(lower_bound)
-                if abs(lower_bound - prev) < self.tol:
-                    converged = True
+                converged = abs(lower_bound - prev) < self.tol
+                step += 1
+                if converged or it == self.max_iter:  # the rest of this restart is skipped
+                    total -= self.max_iter - it
+                call(
+                    callback,
+                    Progress(
+                        step,
+                        total,
+                        {"loglik": lower_bound},
+                        labels=lambda p=params, c=chol: self._labels(Xt, p, c),
+                        predict=lambda Z, p=params, c=chol: self._labels(Z, p, c),
+                    ),
+                )
+                if converged:
                     break
             if best is None or lower_bound > best[0]:
                 best = (lower_bound, params, bounds, converged, n_iter)
@@ -618,29 +627,3 @@ class GaussianMixtureEM(GaussianMixtureBase):
         self.history_ = {"loglik": list(bounds)}
         self.n_iter_ = n_iter
         self.converged_ = converged
-
-
-# --- parameter checks -------------------------------------------------------------------------
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
-
-
-def _check_nonneg(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-    if not (value >= 0 and np.isfinite(value)):
-        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-
-
-def _check_prob(name, value):
-    _check_nonneg(name, value)
-    if value > 1:
-        raise ValueError(f"{name} must lie in [0, 1], got {value!r}")

@@ -27,14 +27,12 @@ M N^2 per sample and dictionary, more than T layers of the direct gradient for T
 from __future__ import annotations
 
 import math
-import numbers
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import register
-from .base import ClusterModel, check_array_2d, check_init_labels
+from .base import Progress, TorchModel, call, check_array_2d, check_init_labels
 
 # ---------------------------------------------------------------------------------------------
 # Pure functions (tested one by one). Shapes: K dictionaries, B samples, M features, N atoms.
@@ -366,11 +364,9 @@ def erase_masks(
 # Estimator
 # ---------------------------------------------------------------------------------------------
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
 
 @register("mixmate")
-class MixMate(ClusterModel):
+class MixMate(TorchModel):
     """Mixture of K sparse dictionary-learning auto-encoders (MixMate, Lin et al. 2022).
 
     Defaults are the paper's MNIST settings (``configs/trainv2.yaml`` of the reference code).
@@ -427,9 +423,6 @@ class MixMate(ClusterModel):
         singular vectors of the members (the reference's ``use_svd``).
     n_init : int, default 10
         k-means restarts of the ``kmeans`` init and of the spectral step of the others.
-    eval_every : int, default 1
-        With ``y`` given to ``fit``, the metrics of the model are recorded in ``history_``
-        every ``eval_every`` epochs (and after the last); each costs a pass over X.
     device : str, default "auto"
         torch device; "auto" picks CUDA when present.
     dtype : {"float32", "float64"}, default "float32"
@@ -443,9 +436,7 @@ class MixMate(ClusterModel):
     init_labels_ : (n,) labels of the untrained model (paper's INIT column).
     init_loss_, loss_ : mean loss over X before and after training.
     labels_ : (n,) final labels.
-    history_ : dict of per-epoch lists: "loss" (mean training loss) and, when ``y`` is passed to
-        ``fit``, "acc", "nmi", "ari" of the model after each epoch (NaN for the epochs
-        skipped by ``eval_every``).
+    history_ : dict of per-epoch lists: "loss" (mean training loss).
     mask_ : (n, M) bool ndarray of observed pixels used in ``fit``, or None if none missing.
     """
 
@@ -470,7 +461,6 @@ class MixMate(ClusterModel):
         image_shape=None,
         dict_init="exemplars",
         n_init=10,
-        eval_every=1,
         device="auto",
         dtype="float32",
         random_state=None,
@@ -494,68 +484,41 @@ class MixMate(ClusterModel):
         self.image_shape = image_shape
         self.dict_init = dict_init
         self.n_init = n_init
-        self.eval_every = eval_every
         self.device = device
         self.dtype = dtype
         self.random_state = random_state
 
-    # -- validation -------------------------------------------------------------------------
+    _parameter_constraints = {
+        "n_clusters": "int >= 1",
+        "n_atoms": "int >= 1",
+        "n_layers": "int >= 1",
+        "lam": "real >= 0",
+        "step": "real > 0",
+        "step_rule": {"fixed", "spectral"},
+        "freeze_bias": "bool",
+        "beta": "real >= 0",
+        "lr": "real > 0",
+        "batch_size": "int >= 1",
+        "n_epochs": "int >= 0",
+        "erase_prob": "real in [0, 1]",
+        "erase_frac": "real in [0, 1)",
+        "eval_batch_size": ["int >= 1", None],
+        "fast": "bool",
+        "init": {"auto", "ssc", "spectral", "kmeans"},
+        "image_shape": ["ints >= 1", None],
+        "dict_init": {"exemplars", "svd"},
+        "n_init": "int >= 1",
+        "device": "str",
+        "dtype": {"float32", "float64"},
+        "random_state": ["int >= 0", None],
+    }
+
     def _validate_params(self) -> None:
-        def int_ge(name, lo):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
-                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-
-        def real(name, lo, hi=math.inf, lo_open=False, hi_open=False):
-            v = getattr(self, name)
-            ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-            if ok:
-                ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-            if not ok:
-                lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
-                raise ValueError(f"{name} must be a real number in {lb}{lo}, {hi}{rb}, got {v!r}")
-
-        for name in ("n_clusters", "n_atoms", "n_layers", "batch_size"):
-            int_ge(name, 1)
-        if self.eval_batch_size is not None:
-            int_ge("eval_batch_size", 1)
-        int_ge("n_epochs", 0)
-        int_ge("n_init", 1)
-        int_ge("eval_every", 1)
-        if self.init not in ("auto", "ssc", "spectral", "kmeans"):
-            raise ValueError(
-                f"init must be 'auto', 'ssc', 'spectral' or 'kmeans', got {self.init!r}"
-            )
-        if self.dict_init not in DICT_INITS:
-            raise ValueError(f"dict_init must be one of {DICT_INITS}, got {self.dict_init!r}")
-        if self.image_shape is not None:
-            shape = tuple(self.image_shape)
-            if len(shape) != 2 or not all(isinstance(v, numbers.Integral) and v > 0 for v in shape):
-                raise ValueError(f"image_shape must be (h, w) or None, got {self.image_shape!r}")
+        super()._validate_params()
+        if self.image_shape is not None and len(self.image_shape) != 2:
+            raise ValueError(f"image_shape must be (h, w) or None, got {self.image_shape!r}")
         if self.init in ("ssc", "spectral") and self.image_shape is None:
             raise ValueError(f"init={self.init!r} needs image_shape (h, w) of the images")
-        real("lam", 0.0)
-        real("step", 0.0, lo_open=True)
-        real("beta", 0.0)
-        real("lr", 0.0, lo_open=True)
-        real("erase_prob", 0.0, 1.0)
-        real("erase_frac", 0.0, 1.0, hi_open=True)
-        if self.step_rule not in ("fixed", "spectral"):
-            raise ValueError(f"step_rule must be 'fixed' or 'spectral', got {self.step_rule!r}")
-        for name in ("freeze_bias", "fast"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
-        if not isinstance(self.device, (str, torch.device)):
-            raise ValueError(
-                f"device must be a string such as 'auto', 'cpu', 'cuda', got {self.device!r}"
-            )
-        if self.random_state is not None and (
-            isinstance(self.random_state, bool)
-            or not isinstance(self.random_state, numbers.Integral)
-        ):
-            raise ValueError(f"random_state must be an int or None, got {self.random_state!r}")
 
     def _own_init(self, X, seed: int) -> np.ndarray:
         """Labels (-1 = unseen) of the ``init`` method (class docstring) for the rows of X."""
@@ -577,11 +540,6 @@ class MixMate(ClusterModel):
             X, int(self.n_clusters), method, seed=seed, n_init=int(self.n_init), **kw
         )
         return labels
-
-    def _torch_device(self) -> torch.device:
-        from ..utils import resolve_device
-
-        return resolve_device(self.device if isinstance(self.device, str) else str(self.device))
 
     def _eval_batch(self) -> int:
         if self.eval_batch_size is not None:
@@ -609,7 +567,7 @@ class MixMate(ClusterModel):
         return torch.cat(labels).cpu().numpy().astype(np.int64), total / n
 
     def _to_tensors(self, X, mask):
-        dev, dt = self._torch_device(), _DTYPES[self.dtype]
+        dev, dt = self._torch_device(), self._torch_dtype()
         Xt = torch.as_tensor(np.asarray(X), device=dev).to(dt)
         mt = None
         if mask is not None:
@@ -629,17 +587,20 @@ class MixMate(ClusterModel):
         return mask
 
     # -- public API ---------------------------------------------------------------------------
-    def fit(self, X, y=None, init_labels=None, mask=None):
+    def fit(self, X, y=None, init_labels=None, mask=None, callback=None):
         """Initialise the dictionaries from an assignment, then train.
 
         Parameters
         ----------
         X : (n, M) array.
-        y : (n,) true classes or None; only used to log ACC/NMI/ARI per epoch in ``history_``.
+        y : ignored (scikit-learn's signature).
         init_labels : (n,) int array with -1 for unlabelled points, or None to run k-means
             (scikit-learn, ``n_init`` restarts) on X. With missing pixels only the fully
             observed points' labels (and k-means on those points) build the dictionaries.
         mask : (n, M) bool, True = observed, or None. Combined (AND) with the erase masks.
+        callback : callable or None
+            Called after every epoch with a :class:`~mixlib.models.base.Progress` (the epoch's
+            mean training loss; ``labels()`` runs an evaluation pass over X).
         """
         self._validate_params()
         X = check_array_2d(X, min_samples=self.n_clusters)
@@ -647,14 +608,8 @@ class MixMate(ClusterModel):
         K, N = int(self.n_clusters), int(self.n_atoms)
         mask = self._check_mask(mask, X.shape)
         lab = check_init_labels(init_labels, n, K)
-        from ..utils import check_random_state_int
-
-        seed = check_random_state_int(self.random_state)
+        seed = self._seed()
         rng = np.random.default_rng(seed)
-        if y is not None:
-            y = np.asarray(y)
-            if y.shape != (n,):
-                raise ValueError(f"y must have shape ({n},), got {y.shape}")
         drawn = erase_masks(n, M, float(self.erase_prob), float(self.erase_frac), rng)
         if drawn is not None and mask is not None:
             drawn &= mask
@@ -675,7 +630,7 @@ class MixMate(ClusterModel):
             lab = np.where(complete, lab, -1)
         self.n_features_in_ = M
 
-        dev, dt = self._torch_device(), _DTYPES[self.dtype]
+        dev, dt = self._torch_device(), self._torch_dtype()
         Xt, mt = self._to_tensors(X, self.mask_)
         # dictionaries from the points as observed (missing pixels are 0 after masking)
         D = dictionaries_from_labels(Xt.cpu().numpy(), lab, K, N, rng, self.dict_init)
@@ -689,8 +644,6 @@ class MixMate(ClusterModel):
         bs = int(self.batch_size)
         n_batches = max(n // bs, 1)  # the reference drops the incomplete last batch
         hist = {"loss": []}
-        if y is not None:
-            hist.update(acc=[], nmi=[], ari=[])
         for epoch in range(int(self.n_epochs)):
             perm = torch.as_tensor(rng.permutation(n), device=dev)
             running = 0.0
@@ -710,17 +663,16 @@ class MixMate(ClusterModel):
                     self.fast,
                 )
             hist["loss"].append(running / n_batches)
-            last = epoch == int(self.n_epochs) - 1
-            if y is not None and ((epoch + 1) % int(self.eval_every) == 0 or last):
-                from ..metrics import ari, clustering_accuracy, nmi
-
-                lab_e, _ = self._evaluate(Xt, mt, A.detach(), bias.detach())
-                hist["acc"].append(clustering_accuracy(y, lab_e))
-                hist["nmi"].append(nmi(y, lab_e))
-                hist["ari"].append(ari(y, lab_e))
-            elif y is not None:  # not evaluated this epoch: curves stay aligned with "loss"
-                for key in ("acc", "nmi", "ari"):
-                    hist[key].append(float("nan"))
+            call(
+                callback,
+                Progress(
+                    epoch + 1,
+                    int(self.n_epochs),
+                    {"loss": hist["loss"][-1]},
+                    labels=lambda: self._evaluate(Xt, mt, A.detach(), bias.detach())[0],
+                    predict=lambda Z: self._labels_of(Z, A.detach(), bias.detach()),
+                ),
+            )
         self.history_ = hist
         self.n_iter_ = int(self.n_epochs)
         self.dictionaries_ = A.detach().cpu().numpy()
@@ -731,7 +683,7 @@ class MixMate(ClusterModel):
     def _fitted(self):
         if not hasattr(self, "dictionaries_"):
             raise RuntimeError("MixMate is not fitted yet; call fit first")
-        dev, dt = self._torch_device(), _DTYPES[self.dtype]
+        dev, dt = self._torch_device(), self._torch_dtype()
         A = torch.as_tensor(self.dictionaries_, device=dev, dtype=dt)
         return A, torch.as_tensor(self.bias_, device=dev, dtype=dt)
 
@@ -752,6 +704,11 @@ class MixMate(ClusterModel):
         """
         Xt, mt, A, b = self._prepare_X(X, mask)
         return self._evaluate(Xt, mt, A, b)[0]
+
+    def _labels_of(self, X, A, b) -> np.ndarray:
+        """Labels of other rows X (complete) under dictionaries A and logits b (mid-training)."""
+        Xt, _ = self._to_tensors(check_array_2d(X), None)
+        return self._evaluate(Xt, None, A, b)[0]
 
     def predict_proba(self, X, mask=None):
         """(n, K) posterior ``softmax(-E + b)``."""
@@ -790,91 +747,9 @@ class MixMate(ClusterModel):
             self.n_clusters * M * self.n_atoms + (0 if self.freeze_bias else self.n_clusters)
         )
 
-    # -- artifacts ----------------------------------------------------------------------------
-    def save_artifacts(self, X, outdir, image_shape=()) -> list[Path]:
-        """Write ``atoms.png``, ``reconstructions.png`` and ``curves.png`` into ``outdir``.
-
-        With ``image_shape`` (e.g. (28, 28)) atoms are drawn as images, one row per dictionary,
-        and reconstructions as an image grid (row 0: inputs, row k+1: dictionary k); otherwise
-        each dictionary is a heat map and reconstructions are line plots.
-        """
-        from matplotlib.figure import Figure  # Agg canvas, no pyplot global state
-
-        from ..plots import mosaic
-
-        outdir = Path(outdir)
-        outdir.mkdir(parents=True, exist_ok=True)
-        A, b = self._fitted()
-        D = self.dictionaries_  # (K, M, N)
-        K, M, N = D.shape
-        shape = tuple(image_shape) if image_shape else None
-        if shape is not None and int(np.prod(shape)) != M:
-            raise ValueError(f"image_shape {shape} does not have {M} pixels")
-        paths = []
-
-        # atoms
-        if shape is not None:
-            # one mosaic (K rows of N atoms, each scaled to its own range, 1-pixel gaps) drawn
-            # by a single imshow: K*N separate axes cost seconds per training job
-            h, w = shape
-            lo = D.min(axis=1, keepdims=True)
-            span = np.maximum(D.max(axis=1, keepdims=True) - lo, 1e-12)
-            fig = Figure(figsize=(max(4.0, N * 0.3), K * 0.35 + 0.6))
-            ax = fig.subplots()
-            ax.imshow(mosaic(((D - lo) / span).transpose(0, 2, 1), shape), cmap="gray")
-            ax.set_yticks([k * (h + 1) + h / 2 for k in range(K)], [str(k) for k in range(K)])
-            ax.set_xticks([])
-            ax.set_ylabel("dictionary")
-        else:
-            fig = Figure(figsize=(2.2 * K, 3))
-            axs = fig.subplots(1, K, squeeze=False)
-            for k in range(K):
-                axs[0, k].imshow(D[k], aspect="auto", cmap="RdBu_r")
-                axs[0, k].set_title(f"dictionary {k}", fontsize=8)
-        fig.suptitle("MixMate atoms (one row per dictionary)")
-        paths.append(outdir / "atoms.png")
-        fig.savefig(paths[-1], dpi=80)
-
-        # reconstructions of a few inputs by every dictionary
-        Xs = check_array_2d(X)[:8]
-        Xt, _ = self._to_tensors(Xs, None)
+    def reconstruct(self, X, mask=None) -> np.ndarray:
+        """(K, n, M) reconstructions ``A_k x_k`` of every point by every dictionary."""
+        Xt, mt, A, b = self._prepare_X(X, mask)
         with torch.inference_mode():
-            codes, _ = encode(Xt, A, self.lam, self._step_arg(), self.n_layers, None, self.fast)
-            R = torch.bmm(codes, A.transpose(1, 2)).cpu().numpy()  # (K, b, M)
-        n_show = Xs.shape[0]
-        if shape is not None:
-            rows = np.concatenate([Xs[None], R])  # (K + 1, b, M): inputs, then each dictionary
-            lo, hi = float(Xs.min()), float(Xs.max())
-            fig = Figure(figsize=(n_show * 0.9, (K + 1) * 0.9))
-            ax = fig.subplots()
-            ax.imshow(mosaic(np.clip((rows - lo) / max(hi - lo, 1e-12), 0, 1), shape), cmap="gray")
-            ax.set_axis_off()
-        else:
-            fig = Figure(figsize=(3 * n_show, 2.5))
-            axs = fig.subplots(1, n_show, squeeze=False)
-            for i in range(n_show):
-                axs[0, i].plot(Xs[i], "k", lw=2, label="input")
-                for k in range(K):
-                    axs[0, i].plot(R[k, i], lw=0.7)
-        fig.suptitle("inputs (top) and reconstructions by each dictionary")
-        paths.append(outdir / "reconstructions.png")
-        fig.savefig(paths[-1], dpi=80)
-
-        # curves
-        fig = Figure(figsize=(8, 3))
-        ax1, ax2 = fig.subplots(1, 2)
-        h = getattr(self, "history_", {})
-        ax1.plot(np.arange(1, len(h.get("loss", [])) + 1), h.get("loss", []), "o-")
-        ax1.set(xlabel="epoch", ylabel="training loss")
-        for key in ("acc", "nmi", "ari"):
-            if key in h:
-                v = np.asarray(h[key], dtype=float)
-                ok = np.isfinite(v)  # epochs without an evaluation (eval_every) are NaN
-                ax2.plot(np.arange(1, v.size + 1)[ok], v[ok], "o-", label=key)
-        ax2.set(xlabel="epoch", ylabel="metric")
-        if any(k in h for k in ("acc", "nmi", "ari")):
-            ax2.legend()
-        fig.tight_layout()
-        paths.append(outdir / "curves.png")
-        fig.savefig(paths[-1], dpi=80)
-        return paths
+            codes, _ = encode(Xt, A, self.lam, self._step_arg(), self.n_layers, mt, self.fast)
+            return torch.bmm(codes, A.transpose(1, 2)).cpu().numpy()

@@ -47,15 +47,21 @@ fixed order and drops the last partial batch); optional auto-encoder pre-trainin
 from __future__ import annotations
 
 import math
-import numbers
-from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.special import log_softmax, logsumexp
 
 from . import register
-from .base import ClusterModel, centers_from_labels, check_array_2d, check_init_labels
+from .base import (
+    ClusterModel,
+    Progress,
+    TorchModel,
+    call,
+    centers_from_labels,
+    check_array_2d,
+    check_init_labels,
+)
 
 _D_FLOOR = 1e-300  # squared distances below this are treated as this (log stays finite)
 
@@ -132,33 +138,6 @@ def kmeans_objective(X: np.ndarray, C: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# Parameter checks shared by both models
-# ---------------------------------------------------------------------------------------------
-
-
-def _int_ge(obj, name, lo):
-    v = getattr(obj, name)
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-
-
-def _real(obj, name, lo=-math.inf, hi=math.inf, lo_open=False, hi_open=False):
-    v = getattr(obj, name)
-    ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-    if ok:
-        ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-    if not ok:
-        lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
-        raise ValueError(f"{name} must be a real number in {lb}{lo}, {hi}{rb}, got {v!r}")
-
-
-def _check_random_state(obj):
-    rs = obj.random_state
-    if rs is not None and (isinstance(rs, bool) or not isinstance(rs, numbers.Integral)):
-        raise ValueError(f"random_state must be an int or None, got {rs!r}")
-
-
-# ---------------------------------------------------------------------------------------------
 # Power k-means
 # ---------------------------------------------------------------------------------------------
 
@@ -224,20 +203,17 @@ class PowerKMeans(ClusterModel):
         self.init = init
         self.random_state = random_state
 
-    def _validate_params(self) -> None:
-        _int_ge(self, "n_clusters", 1)
-        _real(self, "s0", hi=0.0, hi_open=True)
-        _real(self, "eta", lo=1.0)
-        _int_ge(self, "anneal_every", 1)
-        _int_ge(self, "max_iter", 1)
-        _real(self, "tol", lo=0.0)
-        _real(self, "hard_tol", lo=0.0, hi=1.0, hi_open=True)
-        if isinstance(self.init, str):
-            if self.init not in ("k-means++", "random"):
-                raise ValueError(
-                    f"init must be 'k-means++', 'random' or an array of centres, got {self.init!r}"
-                )
-        _check_random_state(self)
+    _parameter_constraints = {
+        "n_clusters": "int >= 1",
+        "s0": "real < 0",
+        "eta": "real >= 1",
+        "anneal_every": "int >= 1",
+        "max_iter": "int >= 1",
+        "tol": "real >= 0",
+        "hard_tol": "real in [0, 1)",
+        "init": [{"k-means++", "random"}, "array"],
+        "random_state": ["int >= 0", None],
+    }
 
     def _initial_centers(self, X, lab, rng) -> np.ndarray:
         K = self.n_clusters
@@ -254,8 +230,10 @@ class PowerKMeans(ClusterModel):
             raise ValueError("init contains NaN or Inf")
         return C.copy()
 
-    def fit(self, X, y=None, init_labels=None):
-        """Run power k-means on ``X`` (N, d); ``init_labels`` (N,) optional, -1 = unlabelled."""
+    def fit(self, X, y=None, init_labels=None, callback=None):
+        """Run power k-means on ``X`` (N, d); ``init_labels`` (N,) optional, -1 = unlabelled;
+        ``callback`` gets a :class:`~mixlib.models.base.Progress` after every iteration (its
+        ``total`` is ``max_iter``; the last step is the iteration that converged)."""
         self._validate_params()
         X = check_array_2d(X, min_samples=self.n_clusters).astype(np.float64)
         lab = check_init_labels(init_labels, X.shape[0], self.n_clusters)
@@ -278,7 +256,18 @@ class PowerKMeans(ClusterModel):
             shift = float(np.sqrt(((C_new - C) ** 2).sum(1)).max())
             C = C_new
             hard = float(np.exp(log_pi.max(1)).mean())
-            if shift <= tol and hard >= 1.0 - self.hard_tol:
+            done = shift <= tol and hard >= 1.0 - self.hard_tol
+            call(
+                callback,
+                Progress(
+                    it,
+                    it if done else self.max_iter,
+                    {"objective": f_s, "kmeans_objective": f_km, "s": s},
+                    labels=lambda C=C: sq_distances(X, C).argmin(1).astype(np.int64),
+                    predict=lambda Z, C=C: sq_distances(np.asarray(Z, np.float64), C).argmin(1),
+                ),
+            )
+            if done:
                 break
             if it % self.anneal_every == 0:
                 s *= self.eta
@@ -309,8 +298,6 @@ class PowerKMeans(ClusterModel):
 # ---------------------------------------------------------------------------------------------
 # Deep power k-means (torch)
 # ---------------------------------------------------------------------------------------------
-
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def torch_log_power_mean(D: torch.Tensor, s: float, floor: float = 1e-12) -> torch.Tensor:
@@ -369,7 +356,7 @@ class _AutoEncoder(torch.nn.Module):
 
 
 @register("deep_power_kmeans")
-class DeepPowerKMeans(ClusterModel):
+class DeepPowerKMeans(TorchModel):
     """Deep power k-means: an auto-encoder trained jointly with the power k-means loss.
 
     Parameters
@@ -439,33 +426,23 @@ class DeepPowerKMeans(ClusterModel):
         self.dtype = dtype
         self.random_state = random_state
 
-    # -- validation -------------------------------------------------------------------------
-    def _validate_params(self) -> None:
-        for name in ("n_clusters", "embedding_size", "batch_size", "epochs_per_s", "n_rounds"):
-            _int_ge(self, name, 1)
-        _int_ge(self, "pretrain_epochs", 0)
-        hd = self.hidden_dims
-        if not isinstance(hd, (tuple, list)) or not all(
-            isinstance(h, numbers.Integral) and not isinstance(h, bool) and h >= 1 for h in hd
-        ):
-            raise ValueError(f"hidden_dims must be a tuple of integers >= 1, got {hd!r}")
-        _real(self, "lr", lo=0.0, lo_open=True)
-        _real(self, "s0", hi=0.0, hi_open=True)
-        _real(self, "p_rate", lo=1.0)
-        _real(self, "lambda_pk", lo=0.0)
-        _real(self, "lambda_reg", lo=0.0)
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
-        if not isinstance(self.device, (str, torch.device)):
-            raise ValueError(
-                f"device must be a string such as 'auto', 'cpu', 'cuda', got {self.device!r}"
-            )
-        _check_random_state(self)
-
-    def _torch_device(self) -> torch.device:
-        from ..utils import resolve_device
-
-        return resolve_device(self.device if isinstance(self.device, str) else str(self.device))
+    _parameter_constraints = {
+        "n_clusters": "int >= 1",
+        "embedding_size": "int >= 1",
+        "hidden_dims": "ints >= 1",
+        "lr": "real > 0",
+        "batch_size": "int >= 1",
+        "epochs_per_s": "int >= 1",
+        "n_rounds": "int >= 1",
+        "s0": "real < 0",
+        "p_rate": "real >= 1",
+        "lambda_pk": "real >= 0",
+        "lambda_reg": "real >= 0",
+        "pretrain_epochs": "int >= 0",
+        "device": "str",
+        "dtype": {"float32", "float64"},
+        "random_state": ["int >= 0", None],
+    }
 
     # -- helpers ----------------------------------------------------------------------------
     def _embed(self, Xt: torch.Tensor, batch: int = 4096) -> torch.Tensor:
@@ -482,15 +459,15 @@ class DeepPowerKMeans(ClusterModel):
         return [perm[i : i + self.batch_size] for i in range(0, N, self.batch_size)]
 
     # -- fit ----------------------------------------------------------------------------------
-    def fit(self, X, y=None, init_labels=None):
-        """Train on ``X`` (N, d); ``init_labels`` (N,) optional, -1 = unlabelled."""
+    def fit(self, X, y=None, init_labels=None, callback=None):
+        """Train on ``X`` (N, d); ``init_labels`` (N,) optional, -1 = unlabelled; ``callback``
+        gets a :class:`~mixlib.models.base.Progress` after every epoch (pre-training and
+        joint), with the epoch's mean losses."""
         self._validate_params()
         X = check_array_2d(X, min_samples=self.n_clusters)
         lab = check_init_labels(init_labels, X.shape[0], self.n_clusters)
-        from ..utils import check_random_state_int
-
-        seed = check_random_state_int(self.random_state)
-        dev, dt = self._torch_device(), _DTYPES[self.dtype]
+        seed = self._seed()
+        dev, dt = self._torch_device(), self._torch_dtype()
         gen = torch.Generator().manual_seed(seed)  # CPU: same init and order on CPU and GPU
         rng = np.random.default_rng(seed)
         Xt = torch.as_tensor(np.asarray(X), dtype=dt).to(dev)  # whole data set, once
@@ -502,16 +479,23 @@ class DeepPowerKMeans(ClusterModel):
         self.ae_.reset_parameters(gen, dev, dt)
         history = {"reconstruction": [], "power_mean": [], "s": [], "loss": []}
 
+        total = self.pretrain_epochs + self.n_rounds * self.epochs_per_s
         if self.pretrain_epochs:
             opt = torch.optim.Adam(self.ae_.parameters(), lr=self.lr)
-            for _ in range(self.pretrain_epochs):
-                for idx in self._batches(N, gen, dev):
+            for epoch in range(self.pretrain_epochs):
+                rec_sum = 0.0
+                batches = self._batches(N, gen, dev)
+                for idx in batches:
                     xb = Xt[idx]
                     _, xr = self.ae_(xb)
                     loss = ((xr - xb) ** 2).sum(1).mean()
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
+                    rec_sum += float(loss.detach())
+                call(
+                    callback, Progress(epoch + 1, total, {"reconstruction": rec_sum / len(batches)})
+                )
 
         Z0 = self._embed(Xt).double().cpu().numpy()
         R0 = (
@@ -524,6 +508,7 @@ class DeepPowerKMeans(ClusterModel):
 
         opt = torch.optim.Adam([*self.ae_.parameters(), self.reps_], lr=self.lr)
         s = float(self.s0)
+        step = self.pretrain_epochs
         for _ in range(self.n_rounds):
             for _ in range(self.epochs_per_s):
                 tot = rec_sum = pm_sum = 0.0
@@ -544,6 +529,22 @@ class DeepPowerKMeans(ClusterModel):
                 history["loss"].append(tot / nb)
                 if not math.isfinite(tot):
                     raise FloatingPointError(f"deep power k-means loss became {tot} at s={s}")
+                step += 1
+                call(
+                    callback,
+                    Progress(
+                        step,
+                        total,
+                        {
+                            "loss": tot / nb,
+                            "reconstruction": rec_sum / nb,
+                            "power_mean": pm_sum / nb,
+                            "s": s,
+                        },
+                        labels=lambda: self._assign(Xt),
+                        predict=lambda Z: self._assign(self._as_tensor(Z)),
+                    ),
+                )
             history["reconstruction"].append(rec_sum / nb)
             history["power_mean"].append(pm_sum / nb)
             history["s"].append(s)
@@ -564,13 +565,16 @@ class DeepPowerKMeans(ClusterModel):
         if not hasattr(self, "reps_"):
             raise RuntimeError("DeepPowerKMeans is not fitted yet; call fit first")
 
+    def _as_tensor(self, X) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(X), dtype=self.reps_.dtype).to(self.reps_.device)
+
     def _to_tensor(self, X) -> torch.Tensor:
         self._fitted()
         X = check_array_2d(X)
         p = self.ae_.encoder[0].in_features
         if X.shape[1] != p:
             raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {p}")
-        return torch.as_tensor(np.asarray(X), dtype=self.reps_.dtype).to(self.reps_.device)
+        return self._as_tensor(X)
 
     def predict(self, X):
         return self._assign(self._to_tensor(X))
@@ -582,45 +586,3 @@ class DeepPowerKMeans(ClusterModel):
     def n_parameters(self) -> int:
         self._fitted()
         return int(sum(p.numel() for p in self.ae_.parameters()) + self.reps_.numel())
-
-    # -- artifacts ----------------------------------------------------------------------------
-    def save_artifacts(self, X, outdir, image_shape=()) -> list[Path]:
-        """Write ``round_losses.png`` (losses per round) and ``embedding.png`` (PCA of the embedding,
-        coloured by cluster, representatives as crosses) into ``outdir``."""
-        from matplotlib.figure import Figure  # Agg canvas, no pyplot global state
-
-        outdir = Path(outdir)
-        outdir.mkdir(parents=True, exist_ok=True)
-        Z = self.transform(X)
-        labels = self.predict(X)
-        R = self.cluster_centers_
-        paths = []
-
-        h = self.history_
-        fig = Figure(figsize=(9, 3))
-        axs = fig.subplots(1, 3)
-        rounds = np.arange(1, len(h["s"]) + 1)
-        axs[0].plot(rounds, h["reconstruction"], "o-")
-        axs[0].set(xlabel="round (value of s)", ylabel="reconstruction loss")
-        axs[1].plot(rounds, h["power_mean"], "o-")
-        axs[1].set(xlabel="round (value of s)", ylabel="power-mean loss", yscale="log")
-        axs[2].plot(rounds, np.abs(h["s"]), "o-")
-        axs[2].set(xlabel="round", ylabel="|s|", yscale="log")
-        fig.tight_layout()
-        paths.append(outdir / "round_losses.png")
-        fig.savefig(paths[-1], dpi=80)
-
-        # PCA of the embedding (centred on the data, projected with the same axes)
-        mu = Z.mean(0)
-        _, _, Vt = np.linalg.svd(Z - mu, full_matrices=False)
-        P = Vt[:2].T if Vt.shape[0] >= 2 else np.eye(Z.shape[1], 2)
-        Z2, R2 = (Z - mu) @ P, (R - mu) @ P
-        fig = Figure(figsize=(5, 5))
-        ax = fig.subplots()
-        ax.scatter(Z2[:, 0], Z2[:, 1], c=labels, cmap="tab10", s=4, alpha=0.7)
-        ax.scatter(R2[:, 0], R2[:, 1], c="k", marker="x", s=60)
-        ax.set(title="embedding (PCA), coloured by cluster", xlabel="PC 1", ylabel="PC 2")
-        fig.tight_layout()
-        paths.append(outdir / "embedding.png")
-        fig.savefig(paths[-1], dpi=80)
-        return paths

@@ -1,0 +1,68 @@
+"""Helpers shared by the test modules: the repository root, the shipped configs, running the
+real Snakefile in a temporary directory, reading MLflow runs. Fixtures are in conftest.py."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def run_snakemake(workdir, *args, config=None, env=None, check=True):
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    cfg = Path(workdir) / "config.yaml"
+    cfg.write_text(
+        yaml.safe_dump(config or yaml.safe_load((ROOT / "config/tiny.yaml").read_text()))
+    )
+    cmd = [
+        *SNAKEMAKE,
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(cfg),
+        "--replace-workflow-config",
+        *args,
+    ]
+    # Never pass on an inherited tracking URI (the workflow prefers it to the config's):
+    # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI into this process, so any earlier
+    # test of the same pytest worker would otherwise redirect this run's MLflow runs.
+    e = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    e.update(env or {})
+    p = subprocess.run(cmd, capture_output=True, text=True, env=e, timeout=900)
+    if check and p.returncode != 0:
+        raise AssertionError(
+            f"snakemake failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}"
+            + job_logs(workdir)
+        )
+    return p
+
+
+def job_logs(workdir, tail=1500):
+    """The end of every job log of a run, for failure messages."""
+    logs = sorted((Path(workdir) / "results/logs").rglob("*.log"))
+    return "".join(f"\n--- {p}:\n{p.read_text(errors='replace')[-tail:]}" for p in logs)
+
+
+def mlflow_runs(uri, experiment="tiny"):
+    import mlflow
+
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)  # also sets os.environ["MLFLOW_TRACKING_URI"]: undo below
+    try:
+        return mlflow.search_runs(experiment_names=[experiment], max_results=10000)
+    finally:
+        if old is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old
+
+
+def load_config(name: str = "tiny") -> dict:
+    """A fresh copy of ``config/<name>.yaml``."""
+    return yaml.safe_load((ROOT / f"config/{name}.yaml").read_text())
