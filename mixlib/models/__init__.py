@@ -99,8 +99,9 @@ def _static_specs() -> dict[str, ModelSpec]:
     """The built-in models read from their source files without importing them (no torch, no
     scikit-learn): a Snakemake start, a dry run and every SLURM job re-parse the workflow, and
     importing torch there costs seconds each. Constructor defaults and the literal
-    ``_parameter_constraints`` are read from the class bodies; ``test_models_registry`` checks
-    that this agrees with the imported classes."""
+    ``_parameter_constraints`` are read from the class bodies;
+    ``tests/test_init_and_tables.py::test_model_specs_read_statically_match_the_imported_classes``
+    checks that this agrees with the imported classes."""
     out = {}
     for mod in _MODEL_MODULES:
         spec = importlib.util.find_spec(mod)
