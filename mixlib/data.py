@@ -13,9 +13,13 @@ The prepared file (``results/data/{dataset}.npz``) holds ``X`` (float32), ``y`` 
 (``split: train_test``), and a JSON copy of the metadata: n, d, number of classes, the split, the
 checksum of the raw content and of the prepared arrays, the preprocessing applied.
 
-With a split, the train rows are the only ones anything is fitted on: the scaler here, the
-initialisations and the models downstream; metrics are reported on the test rows (the protocol
-of the BigLearn-EM reference code on Pendigits). Without one, every row is used for everything.
+With a split, the train rows are the only ones anything is fitted on: the initialisations and
+the models downstream, and the scaler here (``preprocess.fit_on``: ``train``, the default, or
+``parts``, each part scaled by its own statistics as the BigLearn-EM reference code does on
+Pendigits); metrics are reported on the test rows. ``split: holdout`` draws a stratified random
+``test_size`` fraction of the rows as the test part per seed (the reference's
+``train_test_split(..., stratify=y, random_state=seed)`` for the sets without a test file; the
+scaler sees every row, as there). Without a split, every row is used for everything.
 """
 
 from __future__ import annotations
@@ -149,7 +153,8 @@ def load_source(spec: dict, *, raw_dir=None, file_sha256=None):
     """
     source = spec["source"]
     split = spec.get("split") or "all"
-    download.check_split(source, split)
+    if split != "holdout":
+        download.check_split(source, split)
     is_train = None
     if source == "digits":
         X, y, shape = _load_digits()
@@ -235,7 +240,15 @@ def prepare(name: str, spec: dict, *, raw_dir=None, file_sha256=None) -> Dataset
             f"dataset {name!r}: content checksum {raw_sum} differs from the expected {expected}"
         )
     pre = dict(spec.get("preprocess", {}))
-    Xp, shape = preprocess(X, shape, **pre, fit_rows=is_train)
+    fit_on = pre.pop("fit_on", "train")
+    if fit_on == "parts" and is_train is not None:  # each part by its own statistics
+        X_train, new_shape = preprocess(X[is_train], shape, **pre)
+        X_test, _ = preprocess(X[~is_train], shape, **pre)
+        Xp = np.empty((X.shape[0], X_train.shape[1]))
+        Xp[is_train], Xp[~is_train], shape = X_train, X_test, new_shape
+    else:
+        Xp, shape = preprocess(X, shape, **pre, fit_rows=is_train if fit_on == "train" else None)
+    pre["fit_on"] = fit_on
     Xp = Xp.astype(np.float32)
     n_clusters = spec.get("n_clusters") or int(np.unique(y).size)
     n_fit = Xp.shape[0] if is_train is None else int(is_train.sum())
@@ -250,6 +263,7 @@ def prepare(name: str, spec: dict, *, raw_dir=None, file_sha256=None) -> Dataset
         "n_clusters": int(n_clusters),
         "image_shape": list(shape),
         "split": spec.get("split") or "all",
+        "test_size": spec.get("test_size", 0.2) if spec.get("split") == "holdout" else None,
         "n_train": int(is_train.sum()) if is_train is not None else None,
         "raw_checksum": raw_sum,
         "checksum": content_checksum(Xp, y),
@@ -280,13 +294,40 @@ def load_prepared(path: str | Path) -> Dataset:
         return Dataset(f["X"], f["y"], meta["name"], shape, meta, is_train)
 
 
-def eval_rows(ds: Dataset) -> np.ndarray:
-    """(N,) bool: the rows metrics are reported on: the test rows when the dataset keeps its
-    official split, else every row."""
-    return ~ds.is_train if ds.is_train is not None else np.ones(ds.y.shape[0], dtype=bool)
+def train_rows(ds: Dataset, seed: int | None) -> np.ndarray | None:
+    """(N,) bool, the training part of the run with this ``seed``: the official split, or the
+    stratified holdout drawn for the seed (``split: holdout``); None when every row is used for
+    everything."""
+    if ds.meta.get("split") != "holdout":
+        return ds.is_train
+    if seed is None:
+        raise ValueError(f"dataset {ds.name!r}: split 'holdout' is drawn per seed; give the seed")
+    return holdout(ds.y, float(ds.meta["test_size"]), int(seed))
 
 
-def fit_rows(ds: Dataset) -> np.ndarray:
-    """(N,) bool: the rows initialisations and models are fitted on: the training rows when the
-    dataset keeps its official split, else every row."""
-    return ds.is_train.copy() if ds.is_train is not None else np.ones(ds.y.shape[0], dtype=bool)
+def holdout(y: np.ndarray, test_size: float, seed: int) -> np.ndarray:
+    """(N,) bool training indicator of a stratified random split holding out ``test_size`` of
+    the rows: scikit-learn's ``train_test_split(range(N), test_size=test_size, stratify=y,
+    random_state=seed)``, the split of the BigLearn-EM reference for the same seed."""
+    from sklearn.model_selection import train_test_split
+
+    train, _ = train_test_split(
+        np.arange(y.shape[0]), test_size=test_size, stratify=y, random_state=seed
+    )
+    out = np.zeros(y.shape[0], dtype=bool)
+    out[train] = True
+    return out
+
+
+def eval_rows(ds: Dataset, seed: int | None = None) -> np.ndarray:
+    """(N,) bool: the rows metrics are reported on: the test part of a split
+    (:func:`train_rows`), else every row."""
+    is_train = train_rows(ds, seed)
+    return ~is_train if is_train is not None else np.ones(ds.y.shape[0], dtype=bool)
+
+
+def fit_rows(ds: Dataset, seed: int | None = None) -> np.ndarray:
+    """(N,) bool: the rows initialisations and models are fitted on: the training part of a
+    split (:func:`train_rows`), else every row."""
+    is_train = train_rows(ds, seed)
+    return is_train.copy() if is_train is not None else np.ones(ds.y.shape[0], dtype=bool)

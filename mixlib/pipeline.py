@@ -155,7 +155,8 @@ def initialize(
     ds = datalib.load_prepared(data_path)
     spec = dict(spec)
     method = spec.pop("method")
-    fit = datalib.fit_rows(ds)
+    split = datalib.train_rows(ds, seed) is not None
+    fit = datalib.fit_rows(ds, seed)
     spec["image_shape"] = ds.image_shape or None
     t0 = time.perf_counter()
     labels = np.full(ds.y.shape[0], -1, dtype=np.int64)
@@ -177,7 +178,7 @@ def initialize(
         seed=seed,
         params=np.nan,
         n=int(seen.sum()),
-        rows="all" if ds.is_train is None else "train",
+        rows="train" if split else "all",
         seconds=seconds,
         run_id=tracker.run_id,
         job_key=tracker.job_key,
@@ -227,23 +228,24 @@ def train_model(
     from . import plots
 
     ds = datalib.load_prepared(data_path)
-    fit = datalib.fit_rows(ds)
+    split = datalib.train_rows(ds, seed) is not None
+    fit = datalib.fit_rows(ds, seed)
     init_labels = np.load(init_path)[fit] if init_path else None
     model = build_model(kind, n_clusters=ds.meta["n_clusters"], random_state=seed, **params)
     hyper = {k: v for k, v in model.get_params().items() if k != "random_state"}  # = seed
     tracker.log_params({"kind": kind, "seed": seed, "model": hyper})  # model.<hyperparameter>
     tracker.log_dataset(ds.meta, data_path, "training")
-    rows = datalib.eval_rows(ds)
+    rows = datalib.eval_rows(ds, seed)
     monitor = TrainingMonitor(
         tracker,
         y_eval=ds.y[rows],
-        X_eval=None if ds.is_train is None else ds.X[rows],
+        X_eval=ds.X[rows] if split else None,
         eval_every=eval_every,
     )
     t0 = time.perf_counter()
     model.fit(ds.X[fit], init_labels=init_labels, callback=monitor)
     seconds = time.perf_counter() - t0
-    if ds.is_train is None:
+    if not split:
         labels = model.labels_
     else:
         labels = model.predict(ds.X)
@@ -346,19 +348,24 @@ def evaluate(
     model: str,
     init: str,
     seed: int,
+    mean_of_last: int | None,
     out_record: str,
     tracker=tracking.NULL_TRACKER,
 ):
     """Score a trained model's labels (TRAIN) and, where present, its untrained labels (INIT),
     on :func:`mixlib.data.eval_rows`: the test rows with a train/test split, else every row. A
     stage without labels for those rows (INIT with a split: the untrained model saw only the
-    training rows) is left out, and the log says so."""
+    training rows) is left out, and the log says so.
+
+    ``mean_of_last``: TRAIN is instead the mean of the scores of the last ``mean_of_last``
+    evaluations made while the model trained (its ``eval_every`` curves, on the same rows): the
+    statistic the BigLearn-EM reference reports. The record's ``statistic`` says which."""
     from . import metrics as metriclib
 
     ds = datalib.load_prepared(data_path)
     info = read_json(info_path)
-    rows = datalib.eval_rows(ds)
-    rows_name = "all" if ds.is_train is None else "test"
+    rows = datalib.eval_rows(ds, seed)
+    rows_name = "all" if datalib.train_rows(ds, seed) is None else "test"
     key = info.get("job_key")
     trained = tracker.onto(key)
     records = []
@@ -371,7 +378,10 @@ def evaluate(
             if (lab < 0).any():
                 log.info("%s: no %s labels for the %s rows; not scored", model, stage, rows_name)
                 continue
-            m = metriclib.cluster_metrics(ds.y[rows], lab)
+            m, statistic = metriclib.cluster_metrics(ds.y[rows], lab), "final labels"
+            if stage == "train" and mean_of_last:
+                m = _mean_of_last(info["history"], mean_of_last)
+                statistic = f"mean of last {mean_of_last} evaluations"
             records.append(
                 dict(
                     dataset=dataset,
@@ -387,6 +397,7 @@ def evaluate(
                     run_id=info["run_id"],
                     job_key=info.get("job_key"),
                     missing_frac=info.get("missing_frac"),
+                    statistic=statistic,
                     **m,
                 )
             )
@@ -398,6 +409,22 @@ def evaluate(
     )
     tracker.log_dataset(ds.meta, data_path, "evaluation")
     log.info("%s", records)
+
+
+def _mean_of_last(history: dict, n: int) -> dict[str, float]:
+    """Mean of the last ``n`` scores of each metric curve recorded in training (NaN where a step
+    was not scored)."""
+    out = {}
+    for k in ("nmi", "ari", "acc"):
+        v = np.asarray(history.get(k, []), dtype=float)
+        v = v[np.isfinite(v)]
+        if v.size < n:
+            raise ValueError(
+                f"{n} evaluations asked for (score_mean_of_last), the training recorded "
+                f"{v.size} of {k}; set the model's eval_every so that it scores often enough"
+            )
+        out[k] = float(v[-n:].mean())
+    return out
 
 
 def aggregate(
@@ -442,6 +469,8 @@ def aggregate(
     for name in datasets:
         cells, best = tables.paper_table(summary, name, published[name])
         title = f"{name}: mean ± std over seeds (n runs)"
+        if datasets[name].get("note"):
+            title += f"; {datasets[name]['note']}"
         for p in tables.write_tables(cells, best, *tables_out[name], title):
             publish(p, "tables")
         fig = plots.metrics_by_method(long, name, figures_out[name])
@@ -449,6 +478,7 @@ def aggregate(
     cells, best = tables.cross_table(summary, published)
     title = f"{', '.join(datasets)}: mean ± std over seeds (n runs)"
     notes = _provenance_notes(provenance, long)
+    notes[1:1] = [f"{name}: {spec['note']}" for name, spec in datasets.items() if spec.get("note")]
     for p in tables.write_tables(cells, best, *paper_out, title, notes):
         publish(p, "tables")
     tracker.log_metrics({"n_records": len(long)})
@@ -461,6 +491,12 @@ def _provenance_notes(provenance: dict | None, long) -> list[str]:
         "initialisation X itself (no model); [published] = the paper's number.",
         f"Runs: {len(long)} records of {long.seed.nunique()} seed(s).",
     ]
+    if "statistic" in long:  # models scored otherwise than by their final labels
+        other = long[long.statistic.notna() & (long.statistic != "final labels")]
+        for (model, statistic), g in other.groupby(["model", "statistic"]):
+            notes.append(
+                f"{model} TRAIN = the {statistic} made while training ({', '.join(sorted(set(g.dataset)))})."
+            )
     if not provenance:
         return notes
     return notes + [f"{k}: {v}" for k, v in provenance.items()]

@@ -46,6 +46,7 @@ class Model:
     inits: tuple[str, ...]
     datasets: tuple[str, ...]
     eval_every: int | None = None
+    mean_of_last: int | None = None  # TRAIN = mean of the last evaluations' scores
     variant_of: str | None = None  # the model whose sweep made this variant
 
 
@@ -185,6 +186,7 @@ def load_plan(config: dict, schema: str | Path = SCHEMA) -> Plan:
                     s.inits,
                     s.datasets,
                     base.eval_every,
+                    base.mean_of_last,
                     variant_of=s.model,
                 )
     seeds = tuple(cfg["seeds"])
@@ -274,10 +276,16 @@ def _check_dataset(key: str, spec: dict) -> None:
         )
     if source == "npz" and not spec.get("path"):
         raise ConfigError(f"{key}.path is required for source 'npz'")
-    try:
-        download.check_split(source, spec["split"])
-    except ValueError as e:
-        raise ConfigError(f"{key}.split: {e}") from None
+    if spec["split"] != "holdout":
+        try:
+            download.check_split(source, spec["split"])
+        except ValueError as e:
+            raise ConfigError(f"{key}.split: {e}") from None
+    if spec["preprocess"]["fit_on"] == "parts" and spec["split"] != "train_test":
+        raise ConfigError(
+            f"{key}.preprocess.fit_on: 'parts' scales the training and test parts of split "
+            f"train_test each by their own statistics; split is {spec['split']!r}"
+        )
 
 
 def _model(name: str, m: dict, datasets: dict, inits: dict) -> Model:
@@ -302,6 +310,11 @@ def _model(name: str, m: dict, datasets: dict, inits: dict) -> Model:
     for d in m["datasets"] or []:
         if d not in datasets:
             raise ConfigError(f"{key}.datasets: {d!r} is not defined under `datasets`")
+    if m["score_mean_of_last"] and not m["eval_every"]:
+        raise ConfigError(
+            f"{key}.score_mean_of_last: averages the evaluations made while training; set "
+            f"{key}.eval_every too"
+        )
     return Model(
         name,
         m["kind"],
@@ -309,6 +322,7 @@ def _model(name: str, m: dict, datasets: dict, inits: dict) -> Model:
         tuple(m["inits"]),
         tuple(m["datasets"] or datasets),
         m["eval_every"],
+        m["score_mean_of_last"],
     )
 
 
@@ -409,6 +423,8 @@ def _gmm_exercise(cfg: dict) -> GmmExercise | None:
                 "its own name (its preparation differs and its runs are tracked under it)"
             )
         _check_dataset(key, spec)
+        if spec["split"] == "holdout":
+            raise ConfigError(f"{key}.split: the exercise fits every seed on one set; not holdout")
         if spec["source"] not in IMAGE_SOURCES:
             raise ConfigError(
                 f"{key}.source: the exercise needs images; {spec['source']!r} has none "

@@ -8,5 +8,7 @@ rule evaluate:
     log:
         "results/logs/evaluate/{dataset}/{model}/{init}/seed{seed}.log",
     threads: 1
+    params:
+        mean_of_last=lambda wc: model_of(wc).mean_of_last,
     script:
         "../workflow_scripts/evaluate.py"

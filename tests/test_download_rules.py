@@ -224,6 +224,7 @@ def test_stages_fit_on_train_and_score_on_test(tmp_path):
         model="gmm",
         init="km",
         seed=0,
+        mean_of_last=None,
         out_record=str(tmp_path / "eval.json"),
     )
     records = json.loads((tmp_path / "eval.json").read_text())

@@ -274,7 +274,14 @@ def test_lint_only_conda_warnings():
 
 @pytest.mark.parametrize(
     "name, n_jobs",
-    [("config", 85), ("experiments", 39), ("paper", 807), ("table1", 67), ("tiny", 19)],
+    [
+        ("config", 85),
+        ("experiments", 39),
+        ("paper", 807),
+        ("table1", 67),
+        ("tiny", 19),
+        ("biglearn", 331),
+    ],
 )
 def test_shipped_configs_pass_checks_and_plan(tmp_path, name, n_jobs):
     """Every config in config/ passes the schema and the config checks and plans its jobs

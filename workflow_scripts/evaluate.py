@@ -10,5 +10,6 @@ run_job(
     model=snakemake.wildcards.model,
     init=snakemake.wildcards.init,
     seed=int(snakemake.wildcards.seed),
+    mean_of_last=snakemake.params.mean_of_last,
     out_record=snakemake.output.record,
 )
