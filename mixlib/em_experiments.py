@@ -317,6 +317,22 @@ def loglik_curves(X, inits=("random", "kmeans"), seeds=(0, 1, 2), **gmm_params) 
     return fit_loglik_runs(X, inits, seeds, **gmm_params)[0]
 
 
+def exercise_table(final: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(cells, best)`` of the exercise's final mean log-likelihoods: one row per init of the
+    fitted GMM (mean ± std over seeds, n) and one per reference density, highest mean bold."""
+    rows, means = {}, {}
+    for (model, init), g in final.groupby(["model", final["init"].fillna("")], sort=False):
+        v = g["loglik"].to_numpy(dtype=np.float64)
+        label = f"GMM by EM, {init} init" if model == "gmm_em" else model.replace("_", " ")
+        sd = f" ± {v.std(ddof=1):.2f}" if len(v) > 1 else ""
+        rows[label], means[label] = f"{v.mean():.2f}{sd} (n={len(v)})", v.mean()
+    cells = pd.DataFrame({"mean log-likelihood": rows})
+    cells.index.name = "model"
+    m = pd.Series(means)
+    best = pd.DataFrame({"mean log-likelihood": m == m.max()})
+    return cells, best
+
+
 def sample_rows(
     X, y, fitted: GaussianMixtureEM, *, n_samples: int, reg_covar: float, reg: str, seed: int
 ) -> list[tuple[str, np.ndarray]]:

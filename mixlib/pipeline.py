@@ -484,6 +484,17 @@ def aggregate(
     tracker.log_metrics({"n_records": len(long)})
 
 
+def publish(*, sources: list[str], targets: list[str], tracker=tracking.NULL_TRACKER):
+    """Copy each of ``sources`` to the matching path of ``targets`` (the rule publish_tables:
+    the run's tables and figures into the config's publish_dir), atomically."""
+    import shutil
+
+    for src, dst in zip(sources, targets, strict=True):
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
+        log.info("published %s -> %s", src, dst)
+
+
 def _provenance_notes(provenance: dict | None, long) -> list[str]:
     """Lines naming what made a table: the command, configs, commit and the jobs' wall time."""
     notes = [
@@ -565,17 +576,20 @@ def gmm_exercise(
     out_final: str,
     out_loglik_figure: str,
     out_samples_figure: str,
+    out_summary: str,
+    provenance: dict | None = None,
     tracker=tracking.NULL_TRACKER,
 ):
     """GMM-on-images exercise: EM (:class:`~mixlib.models.GaussianMixtureEM`, ``params``: every
     hyperparameter but K, which is the dataset's) from every init and seed on the dataset's
     fitting rows; writes the log-likelihood curves (CSV and figure), the final mean
-    log-likelihoods beside the single-Gaussian and naive-GMM references (CSV), and sample grids
-    of the three models beside the best fit's component means."""
+    log-likelihoods beside the single-Gaussian and naive-GMM references (CSV, and as a Markdown
+    summary with the ``provenance`` lines and this job's wall time), and sample grids of the
+    three models beside the best fit's component means."""
     import pandas as pd
 
     from . import em_experiments as em
-    from . import plots
+    from . import plots, tables
 
     ds = datalib.load_prepared(data_path)
     if not ds.image_shape:
@@ -585,6 +599,7 @@ def gmm_exercise(
     params = {"n_clusters": ds.meta["n_clusters"], **params}
     reg, reg_covar = params["reg"], params["reg_covar"]
     tracker.log_params({"dataset": dataset, "inits": inits, "seeds": seeds, **params})
+    t0 = time.perf_counter()
     curves, final, models = em.fit_loglik_runs(X, inits, seeds, **params)
     refs = [
         ("single_gaussian", em.fit_single_gaussian(X, reg_covar, reg=reg)),
@@ -612,6 +627,18 @@ def gmm_exercise(
     ]
     for fig in figs:
         tracker.log_artifact(fig, "figures")
+    notes = [
+        f"{X.shape[0]} images of {X.shape[1]} pixels, K={params['n_clusters']}; EM: "
+        + ", ".join(f"{k}={v}" for k, v in params.items() if k != "n_clusters"),
+        *(f"{k}: {v}" for k, v in (provenance or {}).items()),
+        f"this job: {(time.perf_counter() - t0) / 60:.1f} min",
+    ]
+    cells, best = em.exercise_table(final)
+    title = f"{dataset}: final mean log-likelihood per image (mean ± std over seeds)"
+    summary = tables.to_markdown(cells, best, title, notes)
+    with atomic_path(out_summary) as tmp:
+        tmp.write_text(summary)
+    tracker.log_artifact(out_summary, "tables")
     for r in final.itertuples():  # MLflow keys: no "+" (k-means++)
         key = r.model if r.model != "gmm_em" else f"{r.init}_seed{int(r.seed)}"
         tracker.log_metrics({f"loglik_{key}".replace("+", "p"): r.loglik})
@@ -659,6 +686,7 @@ def gmm25_aggregate(
     out_figure: str,
     reference_csv: str | None = None,
     published_as: str | None = "gmm25_simulation",
+    provenance: dict | None = None,
     tracker=tracking.NULL_TRACKER,
 ):
     """Per-seed CSV, the table (Markdown, LaTeX, CSV: mean ± std over seeds of the final and
@@ -675,7 +703,8 @@ def gmm25_aggregate(
         "25-component simulation: test joint KL(q || p), mean ± std over seeds; final = last "
         "iterate, min = minimum over iterations (the reference code's statistic)"
     )
-    paths = [out_runs, *tables.write_tables(cells, best, out_md, out_tex, out_csv, title)]
+    notes = [f"{k}: {v}" for k, v in (provenance or {}).items()]
+    paths = [out_runs, *tables.write_tables(cells, best, out_md, out_tex, out_csv, title, notes)]
     for p in paths:
         tracker.log_artifact(p, "tables")
     tracker.log_artifact(plots.plot_kl_history(recs, out_figure), "figures")

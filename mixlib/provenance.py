@@ -104,6 +104,6 @@ def describe(invocation_path, benchmarks=()) -> dict:
     if n:
         out["jobs wall time"] = (
             f"{seconds / 60:.1f} min summed over the {n} benchmarked jobs behind the table "
-            "(data, inits, training; whichever invocation ran them)"
+            "(whichever invocation ran them)"
         )
     return out

@@ -83,12 +83,30 @@ def job_benchmarks():
     ]
 
 
-def publish_outputs():
-    """Copies of the tables and figures under publish_dir (none when it is null)."""
-    if not PLAN.publish_dir:
+def clustering_outputs():
+    """The clustering tables and figures (none for a config of experiments only)."""
+    if not PLAN.runs:
         return []
-    names = [Path(p).name for p in [*PAPER_TABLE, *table_outputs(), *figure_outputs()]]
-    return [f"{PLAN.publish_dir}/{n}" for n in [*names, "long.csv"]]
+    return [
+        "results/tables/long.csv",
+        "results/tables/summary.csv",
+        *table_outputs(),
+        *figure_outputs(),
+        *PAPER_TABLE,
+    ]
+
+
+def publish_map():
+    """{copy under publish_dir: the output it copies}: the clustering tables and figures flat,
+    the experiments' under their own folders (e.g. <publish_dir>/gmm25/table.md); none when
+    publish_dir is null."""
+    if not PLAN.publish_dir:
+        return {}
+    flat = [p for p in clustering_outputs() if not p.endswith("summary.csv")]
+    out = {f"{PLAN.publish_dir}/{Path(p).name}": p for p in flat}
+    for p in [*gmm25_outputs(), *gmm_exercise_outputs()]:
+        out[f"{PLAN.publish_dir}/{Path(p).relative_to('results/em')}"] = p
+    return out
 
 
 GMM_EXERCISE = PLAN.gmm_exercise
@@ -99,10 +117,15 @@ def gmm_exercise_outputs():
     """The exercise's figures and tables per dataset; none without experiments.gmm_exercise."""
     if not GMM_EXERCISE:
         return []
+    files = (
+        "loglik.png",
+        "samples.png",
+        "loglik_curves.csv",
+        "loglik_final.csv",
+        "summary.md",
+    )
     return [
-        f"results/em/gmm_exercise/{d}/{f}"
-        for d in GMM_EXERCISE.datasets
-        for f in ("loglik.png", "samples.png", "loglik_curves.csv", "loglik_final.csv")
+        f"results/em/gmm_exercise/{d}/{f}" for d in GMM_EXERCISE.datasets for f in files
     ]
 
 
@@ -133,12 +156,8 @@ def em_raw_input(wildcards):
 
 def all_outputs():
     return [
-        "results/tables/long.csv",
-        "results/tables/summary.csv",
-        *table_outputs(),
-        *figure_outputs(),
-        *PAPER_TABLE,
-        *publish_outputs(),
+        *clustering_outputs(),
+        *publish_map(),
         *gmm_exercise_outputs(),
         *gmm25_outputs(),
         *sweep_outputs(),

@@ -39,6 +39,7 @@ rule gmm_exercise:
             category="Gaussian-mixture EM",
             subcategory="{dataset}",
         ),
+        summary="results/em/gmm_exercise/{dataset}/summary.md",
     log:
         "results/logs/gmm_exercise/{dataset}.log",
     benchmark:
@@ -49,6 +50,7 @@ rule gmm_exercise:
         seeds=lambda wc: GMM_EXERCISE.seeds,
         hyper=lambda wc: GMM_EXERCISE.params,
         n_samples=lambda wc: GMM_EXERCISE.n_samples,
+        invocation=INVOCATION,
     script:
         "../workflow_scripts/gmm_exercise.py"
 
@@ -89,5 +91,10 @@ rule gmm25_aggregate:
     params:
         reference_csv=reference_csv(),
         published_as=GMM25.published_as if GMM25 else None,
+        invocation=INVOCATION,
+        benchmarks=[
+            str(rules.gmm25_simulation.benchmark).format(method=m, seed=s)
+            for m, s in (GMM25.runs() if GMM25 else [])
+        ],
     script:
         "../workflow_scripts/gmm25_aggregate.py"

@@ -74,21 +74,14 @@ if PLAN.publish_dir:
 
     rule publish_tables:
         input:
-            files=[
-                *PAPER_TABLE,
-                *table_outputs(),
-                *figure_outputs(),
-                "results/tables/long.csv",
-            ],
+            list(publish_map().values()),
         output:
-            publish_outputs(),
+            list(publish_map()),
         log:
             "results/logs/publish_tables/publish_tables.log",
         threads: 1
-        params:
-            publish_dir=PLAN.publish_dir,
-        shell:
-            "cp {input.files} {params.publish_dir}/ 2> {log}"
+        script:
+            "../workflow_scripts/publish_tables.py"
 
 
 rule make_sweep_table:

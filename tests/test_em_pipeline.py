@@ -73,6 +73,11 @@ def test_exercise_outputs(em_run):
         assert (out / fig).stat().st_size > 5000
     meta = json.loads((wd / "results/em/data/digits8.json").read_text())
     assert meta["image_shape"] == [8, 8] and meta["n"] == 1797
+    summary = (out / "summary.md").read_text()  # the final log-likelihoods, with provenance
+    assert "GMM by EM, kmeans init" in summary and "naive gmm" in summary
+    assert (
+        "commit: " in summary and "this job: " in summary and "1797 images of 64 pixels" in summary
+    )
 
 
 def test_simulation_outputs(em_run):
@@ -94,6 +99,7 @@ def test_simulation_outputs(em_run):
     assert "0.263 ± 0.035" in md and "(n=2)" in md and "**" in md
     bl = runs[runs.method == "biglearn_em"].final_kl
     assert f"{bl.mean():.3f} ± {bl.std(ddof=1):.3f} (n=2)" in md
+    assert "commit: " in md and "command: `" in md and "summed over the 4 benchmarked jobs" in md
     tex = (out / "table.tex").read_text()
     assert tex.count(r"\toprule") == 1 and r"\textbf" in tex
     assert (out / "kl_history.png").stat().st_size > 5000
@@ -116,6 +122,28 @@ def test_em_jobs_are_mlflow_runs_with_artifacts(em_run, monkeypatch):
     ex = runs[runs["tags.mixlib.rule"] == "gmm_exercise"].run_id.item()
     arts = [a.path for a in mlflow.MlflowClient().list_artifacts(ex, "figures")]
     assert sorted(arts) == ["figures/loglik.png", "figures/samples.png"]
+
+
+def test_experiments_only_config_publishes_its_tables(tmp_path):
+    """A config of experiments alone (no clustering datasets or models) runs them and copies
+    their tables and figures under publish_dir, each experiment in its own folder."""
+    cfg = tiny_config(tmp_path)
+    cfg.pop("datasets"), cfg.pop("models"), cfg.pop("inits")
+    cfg["experiments"].pop("gmm_exercise")
+    cfg["publish_dir"] = "published"
+    run_snakemake(tmp_path, "--cores", "2", config=cfg)
+    published = sorted(
+        str(p.relative_to(tmp_path / "published")) for p in (tmp_path / "published").rglob("*")
+    )
+    assert published == [
+        "gmm25",
+        "gmm25/kl_history.png",
+        "gmm25/runs.csv",
+        "gmm25/table.csv",
+        "gmm25/table.md",
+        "gmm25/table.tex",
+    ]
+    assert not (tmp_path / "results/tables").exists()
 
 
 def test_rerun_is_noop_and_changes_rerun_only_their_jobs(em_run):

@@ -280,7 +280,8 @@ def test_lint_only_conda_warnings():
         ("paper", 807),
         ("table1", 67),
         ("tiny", 19),
-        ("biglearn", 331),
+        ("biglearn", 362),
+        ("gmm_mnist", 5),
     ],
 )
 def test_shipped_configs_pass_checks_and_plan(tmp_path, name, n_jobs):

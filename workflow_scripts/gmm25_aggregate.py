@@ -1,4 +1,5 @@
 from mixlib.pipeline import gmm25_aggregate, run_job
+from mixlib.provenance import describe
 
 run_job(
     snakemake,
@@ -11,4 +12,5 @@ run_job(
     out_figure=snakemake.output.figure,
     reference_csv=snakemake.params.reference_csv,
     published_as=snakemake.params.published_as,
+    provenance=describe(snakemake.params.invocation, snakemake.params.benchmarks),
 )

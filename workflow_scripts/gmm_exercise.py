@@ -1,4 +1,5 @@
 from mixlib.pipeline import gmm_exercise, run_job
+from mixlib.provenance import describe
 
 run_job(
     snakemake,
@@ -14,4 +15,6 @@ run_job(
     out_final=snakemake.output.final,
     out_loglik_figure=snakemake.output.loglik_figure,
     out_samples_figure=snakemake.output.samples_figure,
+    out_summary=snakemake.output.summary,
+    provenance=describe(snakemake.params.invocation),
 )
