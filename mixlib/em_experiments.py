@@ -13,6 +13,7 @@ Their figures are drawn by :mod:`mixlib.plots`.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,7 @@ def run_gmm25_simulation(
     n_test: int = 5000,
     device: str = "cpu",
     n_threads: int | None = 1,
+    callback=None,
 ) -> dict:
     """One seed of the 25-component simulation.
 
@@ -108,6 +110,9 @@ def run_gmm25_simulation(
     n_threads : int or None
         torch CPU threads for this call (restored afterwards); 1 by default because the
         2-D problem is dominated by per-operation overhead, where threads only add contention.
+    callback : callable or None
+        Gets every outer iteration's :class:`~mixlib.models.base.Progress`, its metrics with
+        the test KL (the caller's progress report).
 
     Returns
     -------
@@ -131,6 +136,8 @@ def run_gmm25_simulation(
         lp = log_gaussian_prob(Xd, means, torch.linalg.cholesky(covariances), "full")
         log_p = torch.logsumexp(lp + torch.log(weights), 1).double().cpu().numpy()
         kl.append(float(np.mean(log_q - log_p)))
+        if callback is not None:  # the caller's progress, with the test KL
+            callback(dataclasses.replace(progress, metrics={**progress.metrics, "test_kl": kl[-1]}))
 
     p1, alpha = {"biglearn_em": (0.4, None), "joint_em": (1.0, None), "joint_em_plain": (1.0, 0.0)}[
         method
@@ -280,9 +287,10 @@ def fit_naive_gmm(X, y, reg_covar: float, random_state=None, *, reg: str) -> Gau
 
 
 def fit_loglik_runs(
-    X, inits=("random", "kmeans"), seeds=(0, 1, 2), **gmm_params
+    X, inits=("random", "kmeans"), seeds=(0, 1, 2), callback=None, **gmm_params
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Fit :class:`GaussianMixtureEM` once per (init, seed).
+    """Fit :class:`GaussianMixtureEM` once per (init, seed); ``callback`` is passed to every
+    fit (its progress).
 
     Returns
     -------
@@ -295,7 +303,8 @@ def fit_loglik_runs(
     rows, finals, models = [], [], {}
     for init in inits:
         for seed in seeds:
-            model = GaussianMixtureEM(init=init, random_state=int(seed), **gmm_params).fit(X)
+            model = GaussianMixtureEM(init=init, random_state=int(seed), **gmm_params)
+            model.fit(X, callback=callback)
             models[(init, int(seed))] = model
             for it, ll in enumerate(model.history_["loglik"], start=1):
                 rows.append({"init": init, "seed": int(seed), "iteration": it, "loglik": ll})

@@ -291,7 +291,7 @@ class TrainingMonitor:
     fitted, through ``labels``) against ``y_eval``: NMI, ARI and ACC curves in the history.
     """
 
-    def __init__(self, tracker, *, y_eval, X_eval=None, eval_every=None, interval=10.0):
+    def __init__(self, tracker, *, y_eval=None, X_eval=None, eval_every=None, interval=10.0):
         self.tracker, self.y_eval, self.X_eval = tracker, y_eval, X_eval
         self.eval_every, self.interval = eval_every, interval
         self.scores: dict[int, dict[str, float]] = {}  # step -> nmi, ari, acc
@@ -303,7 +303,8 @@ class TrainingMonitor:
         last = p.step == p.total
         self.n_steps = max(self.n_steps, p.step)
         score = p.labels if self.X_eval is None else p.predict
-        if self.eval_every and score is not None and (p.step % self.eval_every == 0 or last):
+        scoring = self.eval_every and self.y_eval is not None and score is not None
+        if scoring and (p.step % self.eval_every == 0 or last):
             from . import metrics as metriclib
 
             lab = score() if self.X_eval is None else score(self.X_eval)
@@ -600,7 +601,8 @@ def gmm_exercise(
     reg, reg_covar = params["reg"], params["reg_covar"]
     tracker.log_params({"dataset": dataset, "inits": inits, "seeds": seeds, **params})
     t0 = time.perf_counter()
-    curves, final, models = em.fit_loglik_runs(X, inits, seeds, **params)
+    progress = TrainingMonitor(tracker)  # each fit's progress in the log (and MLflow, live)
+    curves, final, models = em.fit_loglik_runs(X, inits, seeds, callback=progress, **params)
     refs = [
         ("single_gaussian", em.fit_single_gaussian(X, reg_covar, reg=reg)),
         ("naive_gmm", em.fit_naive_gmm(X, y, reg_covar, reg=reg)),
@@ -666,7 +668,10 @@ def gmm25_simulation(
     kw = dict(n_iter=n_iter, n_inner=n_inner, reg_covar=reg_covar, n_train=n_train, n_test=n_test)
     tracker.log_params({"seed": seed, "method": method, **kw})
     t0 = time.perf_counter()
-    rec = em.run_gmm25_simulation(seed, method, device="cpu", n_threads=n_threads, **kw)
+    progress = TrainingMonitor(tracker)
+    rec = em.run_gmm25_simulation(
+        seed, method, device="cpu", n_threads=n_threads, callback=progress, **kw
+    )
     rec["seconds"] = time.perf_counter() - t0
     rec["run_id"] = tracker.run_id
     rec["job_key"] = tracker.job_key

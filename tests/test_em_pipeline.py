@@ -78,6 +78,8 @@ def test_exercise_outputs(em_run):
     assert (
         "commit: " in summary and "this job: " in summary and "1797 images of 64 pixels" in summary
     )
+    log = (wd / "results/logs/gmm_exercise/digits8.log").read_text()  # every fit's progress
+    assert log.count("step 1/6: loglik=") == 4 and log.count("step 6/6: loglik=") == 4
 
 
 def test_simulation_outputs(em_run):
@@ -92,6 +94,8 @@ def test_simulation_outputs(em_run):
     ]
     assert np.isfinite(runs.final_kl).all() and (runs.final_kl > 0).all()
     assert (runs.min_kl <= runs.final_kl).all()
+    log = (wd / "results/logs/gmm25_simulation/biglearn_em/seed3.log").read_text()
+    assert "step 6/6: loglik=" in log and "test_kl=" in log
     rec = json.loads((out / "biglearn_em/seed3.json").read_text())
     assert len(rec["kl_history"]) == 6 and rec["final_kl"] == rec["kl_history"][-1]
     md = (out / "table.md").read_text()
