@@ -16,7 +16,11 @@ mu = mu_bar A, Sigma = A^T Sigma_bar A after every step), eigenvalues are floore
 alpha = 1/K (the MAP estimate of the reference).  With ``p1 = 1`` and ``alpha_pi = 0`` this is
 plain EM with an eigenvalue floor (``GaussianMixtureEM(reg="floor")``).
 
-The E- and M-step maths is the shared core of :mod:`mixlib.models.gmm_em`.
+The E- and M-step maths is the shared core of :mod:`mixlib.models.gmm_em`.  For small D the
+block steps run batched over components on the block's moment features
+(:class:`~mixlib.models.gmm_em.MomentFeatures`), built once per task and shared by its
+``n_inner`` steps; the features of X serve the joint tasks and the per-iteration
+log-likelihood.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ small pure functions on torch tensors, unit-tested one by one and reused by
 :mod:`mixlib.models.biglearn`:
 
 - :func:`compute_cholesky`            lower Cholesky factors of the covariances
-- :func:`log_gaussian_prob`           log N(x | mu_k, Sigma_k) through triangular solves
-                                      (no explicit inverse, no determinant)
+- :func:`log_gaussian_prob`           log N(x | mu_k, Sigma_k) from the inverse Cholesky factors
+                                      (log det Sigma_k = 2 sum log diag L_k)
 - :func:`estimate_log_prob_resp`      E-step: log p(x) and log responsibilities
 - :func:`estimate_gaussian_parameters` M-step: N_k, means, covariances (unregularised)
 - :func:`regularize_covariances`      ``"ridge"`` (eps added to the diagonal, scikit-learn's
@@ -18,11 +18,27 @@ the change of the mean log-likelihood, a final E-step so ``fit_predict == fit().
 ``reg="ridge"`` it reproduces ``sklearn.mixture.GaussianMixture`` iteration by iteration from the
 same initial parameters.
 
-Speed: the two O(N K D^2) kernels (the triangular solves of the E-step, the weighted scatter
-matrices of the M-step) run one component at a time; on CPU tensors they go through
-numpy/scipy's BLAS on zero-copy views (``W.T @ W`` becomes a symmetric rank-k update, and
-torch's MKL is slow on AMD CPUs), on CUDA they stay in torch.  Small problems
-(N K D <= 2^20, e.g. 2-D simulations) are batched over components instead.
+Speed: the two O(N K D^2) kernels of full covariances (the Mahalanobis terms of the E-step,
+the weighted scatter matrices of the M-step) run one of two ways, chosen by :func:`use_moments`,
+a size rule measured on a 2-core Xeon (``benchmarks/bench_em_iterations.py --crossover``: the
+batched path is 9-10x faster at D <= 16, 1.5x at D = 128, slower beyond):
+
+- small D (D <= 128, at most 2^25 feature entries): batched over the K components on moment
+  features of the data (:class:`MomentFeatures`: the products y_i y_j, y_i and 1 of the centred
+  data, built once per fit, or once per BigLearn-EM task): the E-step is one GEMM
+  (K, P) @ (P, N) and the M-step one GEMM (K, N) @ (N, P), P = D (D + 1) / 2 + D + 1, with no
+  loop over components and no (N, K, D) intermediate;
+- large D (e.g. MNIST at 16x16, D = 256): one component at a time in O(N D) memory, the
+  Mahalanobis terms by a triangular matrix product with L_k^{-1} (BLAS trmm, 2.5x the rate of the
+  triangular solve it replaces), the scatter matrices by a symmetric rank-N update (syrk).
+
+On CPU tensors the BLAS calls go through numpy/scipy on zero-copy views (torch's MKL is slow on
+AMD CPUs), with torch's own pool at one thread during a fit; on CUDA everything stays in torch.
+Responsibilities below sqrt(tiny) are set to 0 (:func:`_resp_floor`): exponentials that underflow
+and subnormal products take slow paths in exp and in BLAS (50x and more).  On Pendigits and
+Letter (D = 16) one Joint-EM iteration and one BigLearn-EM outer iteration are 5-12x faster than
+the per-component code of commit 779661a, with log-likelihood trajectories equal to 1e-14
+relative (``benchmarks/bench_em_iterations.py``).
 """
 
 from __future__ import annotations
@@ -302,7 +318,9 @@ def _torch_threads(n: int | None):
     O(K N D^2) kernels run in numpy's BLAS with its own threads; torch's ops around them are
     O(K N D) at most and its OpenMP pool, spinning beside BLAS's threads, costs more than it gains
     (benchmarks/bench_em.py at 2 threads: 452 ms per iteration with both pools, 388 with
-    torch's at 1)."""
+    torch's at 1; BigLearn-EM of commit 779661a, which ran without it, on Pendigits on a 2-core
+    machine loaded by other jobs: 2.0 s per outer iteration with torch's pool at 2 threads,
+    0.16 s at 1)."""
     old = torch.get_num_threads()
     if n is not None:
         torch.set_num_threads(n)
