@@ -298,3 +298,31 @@ def test_float32_fits_run_and_stay_close_to_float64():
     b32 = BigLearnEM(3, n_iter=10, random_state=0, device="cpu", dtype="float32").fit(X)
     assert b32._means_t.dtype == torch.float32
     np.testing.assert_allclose(b32.history_["loglik"], b64.history_["loglik"], rtol=1e-4)
+
+
+# --- threads ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["gmm_em", "biglearn_em"])
+def test_batched_path_runs_blas_single_threaded_and_restores(model, monkeypatch):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    seen = []
+    orig = MomentFeatures.e_step
+
+    def spy(self, *a, **k):
+        seen.append(blas_threads())
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(MomentFeatures, "e_step", spy)
+    X = blobs(seed=6)
+    with threadpool_limits(limits=2, user_api="blas"):
+        if model == "gmm_em":
+            fit_gmm(X, n_clusters=3, max_iter=3)
+        else:
+            BigLearnEM(3, n_iter=3, random_state=0, device="cpu").fit(X)
+        assert blas_threads() == {2}
+    assert seen and all(s == {1} for s in seen)

@@ -34,6 +34,7 @@ from .base import check_array_2d, check_init_labels
 from .gmm_em import (
     GaussianMixtureBase,
     MomentFeatures,
+    _blas_threads,
     _check_choice,
     _check_int,
     _check_nonneg,
@@ -229,8 +230,11 @@ class BigLearnEM(GaussianMixtureBase):
         Xt = self._tensor(X)
         # on the CPU the heavy kernels run in numpy's BLAS: torch's pool to 1 thread, as
         # GaussianMixtureEM.fit (two spinning pools on 2 cores cost more than they gain)
-        with _torch_threads(1 if _numpy_blas(Xt) else None):
-            self._fit(Xt, lab, monitor)
+        cpu = _numpy_blas(Xt)
+        with _torch_threads(1 if cpu else None):
+            # the batched path's GEMMs are too small for a second BLAS thread (_blas_threads)
+            with _blas_threads(1 if cpu and use_moments(*Xt.shape) else None):
+                self._fit(Xt, lab, monitor)
             self.labels_ = self.predict(X)  # last iterate, never a maximum over iterations
         return self
 

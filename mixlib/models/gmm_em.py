@@ -330,6 +330,26 @@ def _torch_threads(n: int | None):
         torch.set_num_threads(old)
 
 
+@contextmanager
+def _blas_threads(n: int | None):
+    """numpy/scipy's BLAS pools at ``n`` threads inside (unchanged for None).
+
+    The batched small-D path (:class:`MomentFeatures`) runs with one: its GEMMs are 0.1-5 ms
+    each, and a second BLAS thread that has to be woken for every call is a loss even on an
+    idle machine and a disaster on a busy one (measured on a 2-core machine loaded by other
+    jobs, ``benchmarks/bench_em_iterations.py --threads 2``: Joint-EM on Letter 670 ms per
+    iteration with two BLAS threads, 15 ms with one; BigLearn-EM on Pendigits 594 against 17 ms
+    per outer iteration).  The per-component path of large D keeps the caller's setting.
+    """
+    if n is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield
+
+
 def _numpy_blas(X: torch.Tensor) -> bool:
     """Whether the O(N D^2) kernels run through numpy / scipy (CPU tensors) or torch (CUDA)."""
     return X.device.type == "cpu"
@@ -794,30 +814,31 @@ class GaussianMixtureEM(GaussianMixtureBase):
         rng = np.random.default_rng(self.random_state)
         n_init = 1 if lab is not None else self.n_init
         seeds = rng.integers(2**31 - 1, size=n_init)
-        best = None
         features = None  # built once, reused by every EM step of every restart
         if self.covariance_type == "full" and use_moments(*Xt.shape):
             features = MomentFeatures(Xt)
-        for seed in seeds:
-            params = self._initialize(Xt, int(seed), lab)
-            chol = compute_cholesky(params[2], self.covariance_type)
-            if best is None:  # INIT column: labels of the untrained model (first restart)
-                _, log_resp = estimate_log_prob_resp(
-                    Xt, params[0], params[1], chol, self.covariance_type
-                )
-                init_labels_ = log_resp.argmax(1).cpu().numpy().astype(np.int64)
-            lower_bound, bounds, converged, n_iter = -np.inf, [], False, 0
-            for it in range(1, self.max_iter + 1):
-                n_iter, prev = it, lower_bound
-                log_norm, params = self._em_step(Xt, features, params, chol)
+        with _blas_threads(1 if features is not None and _numpy_blas(Xt) else None):
+            best = None
+            for seed in seeds:
+                params = self._initialize(Xt, int(seed), lab)
                 chol = compute_cholesky(params[2], self.covariance_type)
-                lower_bound = float(log_norm.mean())
-                bounds.append(lower_bound)
-                if abs(lower_bound - prev) < self.tol:
-                    converged = True
-                    break
-            if best is None or lower_bound > best[0]:
-                best = (lower_bound, params, bounds, converged, n_iter)
+                if best is None:  # INIT column: labels of the untrained model (first restart)
+                    _, log_resp = estimate_log_prob_resp(
+                        Xt, params[0], params[1], chol, self.covariance_type
+                    )
+                    init_labels_ = log_resp.argmax(1).cpu().numpy().astype(np.int64)
+                lower_bound, bounds, converged, n_iter = -np.inf, [], False, 0
+                for it in range(1, self.max_iter + 1):
+                    n_iter, prev = it, lower_bound
+                    log_norm, params = self._em_step(Xt, features, params, chol)
+                    chol = compute_cholesky(params[2], self.covariance_type)
+                    lower_bound = float(log_norm.mean())
+                    bounds.append(lower_bound)
+                    if abs(lower_bound - prev) < self.tol:
+                        converged = True
+                        break
+                if best is None or lower_bound > best[0]:
+                    best = (lower_bound, params, bounds, converged, n_iter)
         lower_bound, params, bounds, converged, n_iter = best
         if not converged:
             warnings.warn(
