@@ -9,7 +9,8 @@ GaussianMixtureEM iteration on MNIST at 16x16 (70,000 x 256, K=10), or on mnist5
 (5,000 x 256) when MNIST is not staged.
 
 The baseline is the code of commit ``779661a`` (before the batched kernels), read with
-``git show`` into a throw-away package, so it runs from any checkout of this repository.
+``git show`` into a throw-away package, so it runs from any checkout of this repository whose
+history holds that commit (not a shallow clone).
 Both run from the same initial parameters with the same seeds; the script prints, per case,
 the time per (outer) iteration of both and their ratio, the achieved FLOP rate of the new code
 as a fraction of a 2000 x 2000 float64 matmul measured in the same run, and the largest
@@ -17,6 +18,10 @@ relative difference between the two log-likelihood trajectories (must be <= 1e-6
 
     python benchmarks/bench_em_iterations.py [--threads 1] [--raw-dir ../shared/data]
     python benchmarks/bench_em_iterations.py --crossover   # the D limit of the batched path
+
+``--threads`` sets numpy's BLAS and torch's pools for both versions; inside a fit today's code
+runs torch at one thread (the baseline did so for Joint-EM, not for BigLearn-EM) and, on the
+batched small-D path, BLAS at one thread too.
 
 FLOPs counted per EM step on an m-dimensional block: 2 N K m^2 (N K m^2 for the Mahalanobis
 terms of the E-step, N K m^2 for the scatter matrices of the M-step; the classic count, not the

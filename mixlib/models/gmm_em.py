@@ -33,7 +33,9 @@ batched path is 9-10x faster at D <= 16, 1.5x at D = 128, slower beyond):
   triangular solve it replaces), the scatter matrices by a symmetric rank-N update (syrk).
 
 On CPU tensors the BLAS calls go through numpy/scipy on zero-copy views (torch's MKL is slow on
-AMD CPUs), with torch's own pool at one thread during a fit; on CUDA everything stays in torch.
+AMD CPUs), with torch's own pool at one thread during a fit, and BLAS's at one too on the
+batched path, whose GEMMs are too small to share (:func:`_blas_threads`); on CUDA everything
+stays in torch.
 Responsibilities below sqrt(tiny) are set to 0 (:func:`_resp_floor`): exponentials that underflow
 and subnormal products take slow paths in exp and in BLAS (50x and more).  On Pendigits and
 Letter (D = 16) one Joint-EM iteration and one BigLearn-EM outer iteration are 5-12x faster than
