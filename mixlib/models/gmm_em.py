@@ -212,15 +212,19 @@ class MomentFeatures:
 
     Each step costs 2 K N P ~ K N D^2 multiply-adds in BLAS-3, against K triangular solves and
     K rank-N updates of a D x D matrix per component; built once per data set and reused at
-    every EM step.  (In float64 the cancellation of the expanded forms costs about
-    eps * max ||y||^2 / lambda_min(Sigma), ~1e-11 relative on min-max scaled data with an
-    eigenvalue floor of 1e-5.)
+    every EM step.  The expanded forms cancel: they lose about eps * max ||y||^2 / lambda_min
+    (Sigma) absolute in the Mahalanobis terms, ~1e-11 in float64 on min-max scaled data with an
+    eigenvalue floor of 1e-5, but ~0.1 in float32; so the features and both GEMMs are float64
+    whatever the dtype of X, and the parameters are returned in X's dtype (float32 fits then
+    match float64 ones better than the float32 per-component kernels do).
     """
 
-    def __init__(self, X: torch.Tensor, center: torch.Tensor | None = None):
+    def __init__(self, X: torch.Tensor):
         N, D = X.shape
         self.N, self.D, self.n_pairs = N, D, D * (D + 1) // 2
-        self.center = X.mean(0) if center is None else center
+        self.dtype = X.dtype  # of the parameters returned; the computation is float64
+        X = X.double()
+        self.center = X.mean(0)
         Yt = (X - self.center).T.contiguous()  # (D, N)
         F = torch.empty((n_moment_features(D), N), dtype=X.dtype, device=X.device)
         row = 0
@@ -237,7 +241,9 @@ class MomentFeatures:
     def coefficients(
         self, log_weights: torch.Tensor, means: torch.Tensor, chol: torch.Tensor
     ) -> torch.Tensor:
-        """C (K, P) such that C F = log w_k + log N(x_n | mu_k, L_k L_k^T), shape (K, N)."""
+        """C (K, P) such that C F = log w_k + log N(x_n | mu_k, L_k L_k^T), shape (K, N)
+        (float64)."""
+        log_weights, means, chol = log_weights.double(), means.double(), chol.double()
         K, D = means.shape
         eye = torch.eye(D, dtype=chol.dtype, device=chol.device).expand(K, D, D)
         Linv = torch.linalg.solve_triangular(chol, eye, upper=False)  # (K, D, D) L_k^{-1}
@@ -251,30 +257,37 @@ class MomentFeatures:
     def weighted_log_prob(
         self, log_weights: torch.Tensor, means: torch.Tensor, chol: torch.Tensor
     ) -> torch.Tensor:
-        """log w_k + log N(x_n | mu_k, Sigma_k), shape (K, N) (components along rows)."""
+        """log w_k + log N(x_n | mu_k, Sigma_k), shape (K, N) (components along rows),
+        float64."""
         return _mm(self.coefficients(log_weights, means, chol), self.F)
 
     def log_likelihood(
         self, weights: torch.Tensor, means: torch.Tensor, chol: torch.Tensor
     ) -> torch.Tensor:
-        """``log p(x_n)`` (N,) under the mixture."""
-        return _normalize_exp(self.weighted_log_prob(torch.log(weights), means, chol), 0)[0]
+        """``log p(x_n)`` (N,) under the mixture, in X's dtype."""
+        W = self.weighted_log_prob(torch.log(weights), means, chol)
+        return _normalize_exp(W, 0)[0].to(self.dtype)
 
     def e_step(
         self, weights: torch.Tensor, means: torch.Tensor, chol: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``log p(x_n)`` (N,) and the responsibilities r_nk as (K, N)."""
-        return _normalize_exp(self.weighted_log_prob(torch.log(weights), means, chol), 0)
+        """``log p(x_n)`` (N,) in X's dtype and the responsibilities r_nk as (K, N), float64
+        (for :meth:`gaussian_parameters`)."""
+        log_norm, resp_t = _normalize_exp(
+            self.weighted_log_prob(torch.log(weights), means, chol), 0
+        )
+        return log_norm.to(self.dtype), resp_t
 
     def gaussian_parameters(
         self, resp_t: torch.Tensor, min_nk: float = 0.0
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """M-step from responsibilities (K, N): ``nk``, means, covariances (unregularised) as
-        :func:`estimate_gaussian_parameters`, and the raw sums n_k = sum_n r_nk (K,)."""
-        G = _mm(resp_t, self.F.T)  # (K, P)
+        :func:`estimate_gaussian_parameters`, and the raw sums n_k = sum_n r_nk (K,), all in
+        X's dtype."""
+        G = _mm(resp_t.double(), self.F.T)  # (K, P)
         P, D, c = G.shape[1], self.D, self.center
         n, s1 = G[:, P - 1], G[:, self.n_pairs : self.n_pairs + D]
-        nk = n.clamp_min(min_nk) + 10 * torch.finfo(G.dtype).eps
+        nk = n.clamp_min(min_nk) + 10 * torch.finfo(self.dtype).eps
         means = (s1 + n[:, None] * c) / nk[:, None]
         m = means - c
         S = torch.empty((G.shape[0], D, D), dtype=G.dtype, device=G.device)
@@ -283,7 +296,8 @@ class MomentFeatures:
         sm = s1[:, :, None] * m[:, None, :]
         S -= sm + sm.mT
         S += n[:, None, None] * (m[:, :, None] * m[:, None, :])
-        return nk, means, S / nk[:, None, None], n
+        out = nk, means, S / nk[:, None, None], n
+        return tuple(t.to(self.dtype) for t in out)
 
 
 def log_gaussian_prob(
@@ -307,7 +321,7 @@ def log_gaussian_prob(
         log_det = torch.log(chol).sum(1)  # (K,)
     elif use_moments(N, D):  # small D: batched over components, two GEMMs
         zeros = torch.zeros(K, dtype=X.dtype, device=X.device)
-        return MomentFeatures(X).weighted_log_prob(zeros, means, chol).T
+        return MomentFeatures(X).weighted_log_prob(zeros, means, chol).T.to(X.dtype)
     else:
         maha = _per_component_mahalanobis(X, means, chol)  # memory O(N D), not O(N K D)
         log_det = torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(1)  # (K,)
