@@ -77,6 +77,17 @@ def rel(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
+# the CPU kernels (numpy/scipy BLAS) and the torch ones that run on CUDA, here on the CPU
+PATHS = ["moments", "moments_torch", "per_component_numpy", "per_component_torch"]
+
+
+def set_path(path, monkeypatch):
+    if path.startswith("per_component"):
+        monkeypatch.setattr(gmm_em, "_BATCH_ELEMENTS", 0)
+    if path.endswith("torch"):
+        monkeypatch.setattr(gmm_em, "_numpy_blas", lambda X: False)
+
+
 @pytest.fixture
 def per_component(monkeypatch):
     monkeypatch.setattr(gmm_em, "_BATCH_ELEMENTS", 0)
@@ -86,28 +97,22 @@ def per_component(monkeypatch):
 
 
 @pytest.mark.parametrize("D", [1, 3, 16, 40])
-@pytest.mark.parametrize("path", ["moments", "per_component_numpy", "per_component_torch"])
+@pytest.mark.parametrize("path", PATHS)
 def test_log_prob_equals_triangular_solves(D, path, monkeypatch):
     X, means, cov, _ = problem(300, D, 4, seed=D)
-    if path != "moments":
-        monkeypatch.setattr(gmm_em, "_BATCH_ELEMENTS", 0)
-    if path == "per_component_torch":
-        monkeypatch.setattr(gmm_em, "_numpy_blas", lambda X: False)
-    assert use_moments(*X.shape) == (path == "moments")
+    set_path(path, monkeypatch)
+    assert use_moments(*X.shape) == path.startswith("moments")
     ours = log_gaussian_prob(X, means, compute_cholesky(cov, "full"), "full")
     assert rel(ours, plain_log_prob(X, means, cov)) < 1e-10
 
 
 @pytest.mark.parametrize("D", [1, 3, 16, 40])
-@pytest.mark.parametrize("path", ["moments", "per_component_numpy", "per_component_torch"])
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("min_nk", [0.0, 40.0])
 def test_m_step_equals_centred_scatter(D, path, min_nk, monkeypatch):
     X, _, _, resp = problem(300, D, 4, seed=10 + D)
     resp[:, 0] *= 1e-3  # a component under the min_nk guard
-    if path != "moments":
-        monkeypatch.setattr(gmm_em, "_BATCH_ELEMENTS", 0)
-    if path == "per_component_torch":
-        monkeypatch.setattr(gmm_em, "_numpy_blas", lambda X: False)
+    set_path(path, monkeypatch)
     nk, means, cov = estimate_gaussian_parameters(X, resp, "full", min_nk=min_nk)
     ref = plain_m_step(X, resp, min_nk)
     for ours, want in zip((nk, means, cov), ref, strict=True):
