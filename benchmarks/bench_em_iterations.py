@@ -53,7 +53,7 @@ BASELINE_COMMIT = "779661a"
 REPO = Path(__file__).resolve().parents[1]
 
 
-# --- the pinned baseline ------------------------------------------------------------------------
+# --- the pinned baseline --------------------------------------------------------------------------
 
 
 def load_baseline(commit: str = BASELINE_COMMIT):
@@ -82,7 +82,7 @@ def load_baseline(commit: str = BASELINE_COMMIT):
     return old_gmm.GaussianMixtureEM, old_bl.BigLearnEM
 
 
-# --- data ------------------------------------------------------------------------------------------
+# --- data -----------------------------------------------------------------------------------------
 
 
 def load_tabular(name: str, raw_dir: str):
@@ -105,7 +105,7 @@ def load_mnist16(raw_dir: str):
     return ds.X.astype(np.float64), "mnist5k 16x16 (MNIST not staged)"
 
 
-# --- timing ----------------------------------------------------------------------------------------
+# --- timing ---------------------------------------------------------------------------------------
 
 
 def matmul_rate(n: int = 2000, repeats: int = 3) -> float:
@@ -211,7 +211,7 @@ def report(label, t_old, t_new, flops, rate, diff):
     return diff
 
 
-# --- the crossover of the two full-covariance paths ------------------------------------------------
+# --- the crossover of the two full-covariance paths -----------------------------------------------
 
 
 def crossover(N=10000, K=10, dims=(8, 16, 24, 32, 48, 64, 96), repeats=3):
@@ -245,12 +245,13 @@ def crossover(N=10000, K=10, dims=(8, 16, 24, 32, 48, 64, 96), repeats=3):
                 gmm_em._BATCH_ELEMENTS, gmm_em._MOMENTS_MAX_D = saved
         print(
             f"D={D:4d}  moments {1e3 * times['moments']:8.2f}  per-component "
-            f"{1e3 * times['per-component']:8.2f}  ratio {times['per-component'] / times['moments']:5.2f}",
+            f"{1e3 * times['per-component']:8.2f}  "
+            f"ratio {times['per-component'] / times['moments']:5.2f}",
             flush=True,
         )
 
 
-# --- main ------------------------------------------------------------------------------------------
+# --- main -----------------------------------------------------------------------------------------
 
 
 def main(argv=None):
@@ -300,8 +301,9 @@ def main(argv=None):
             t32o, m32o = time_biglearn(OldBL, X, K, args.bl_iters, dtype="float32")
             print(
                 f"  float32: old {1e3 * t32o:.1f} ms  new {1e3 * t32:.1f} ms per outer iteration; "
-                f"max rel dLL vs float64: old {max_rel_diff(m32o.history_['loglik'], m_old.history_['loglik']):.1e}"
-                f", new {max_rel_diff(m32.history_['loglik'], m_old.history_['loglik']):.1e}"
+                "max rel dLL vs float64: "
+                f"old {max_rel_diff(m32o.history_['loglik'], m_old.history_['loglik']):.1e}, "
+                f"new {max_rel_diff(m32.history_['loglik'], m_old.history_['loglik']):.1e}"
             )
         # Joint-EM from the same k-means start
         init = joint_init(X, K)
@@ -329,7 +331,8 @@ def main(argv=None):
         )
     ok = worst <= 1e-6
     print(
-        f"max relative log-likelihood difference, all cases: {worst:.1e} ({'OK' if ok else 'FAIL'} <= 1e-6)"
+        f"max relative log-likelihood difference, all cases: {worst:.1e} "
+        f"({'OK' if ok else 'FAIL'} <= 1e-6)"
     )
     return 0 if ok else 1
 

@@ -11,7 +11,8 @@ github.com/YulaiCong/Big-Learning-Expectation-Maximization, ``method.py::bl_EM``
 
 ``n_inner`` EM steps then update only the selected block of the means and covariances (the cross
 blocks keep their values; in the transformed case in the A-space, mapped back with
-mu = mu_bar A, Sigma = A^T Sigma_bar A after every step), eigenvalues are floored at
+mu = mu_bar A, Sigma = A^T Sigma_bar A (floored) after the last step: the reference maps back
+after every step, but the next step reads mu_bar, Sigma_bar), eigenvalues are floored at
 ``reg_covar`` after every step, and the weights are smoothed, pi = (pi' + alpha) / sum(pi' + alpha),
 alpha = 1/K (the MAP estimate of the reference).  With ``p1 = 1`` and ``alpha_pi = 0`` this is
 plain EM with an eigenvalue floor (``GaussianMixtureEM(reg="floor")``).

@@ -306,10 +306,10 @@ def log_gaussian_prob(
     """log N(x_n | mu_k, Sigma_k), shape (N, K).
 
     X (N, D); means (K, D); chol (K, D, D) lower factors L_k (Sigma_k = L_k L_k^T) or (K, D)
-    standard deviations.  The Mahalanobis term is ||L_k^{-1}(x - mu_k)||^2, by one GEMM per
-    component (:func:`_per_component_mahalanobis`) or, for small D (:func:`use_moments`), one
-    GEMM for all components on moment features (:class:`MomentFeatures`);
-    log det Sigma_k = 2 sum log diag L_k.
+    standard deviations.  The Mahalanobis term is ||L_k^{-1}(x - mu_k)||^2, by a triangular
+    product per component (:func:`_per_component_mahalanobis`) or, for small D
+    (:func:`use_moments`), one GEMM for all components on moment features
+    (:class:`MomentFeatures`); log det Sigma_k = 2 sum log diag L_k.
     """
     N, D = X.shape
     K = means.shape[0]
@@ -411,9 +411,12 @@ def _per_component_covariances(
 ) -> torch.Tensor:
     """sum_n r_nk (x_n - mu_k)(x_n - mu_k)^T / nk_k (K, D, D), one component at a time.
 
-    S_k = W^T W with W = sqrt(r_k) (X - c) (c the data mean; a symmetric rank-N update, syrk,
-    through numpy's BLAS on the CPU into one reused (N, D) buffer, a torch matmul on CUDA), then moved to the component mean as in :class:`MomentFeatures`:
+    S_k = W^T W with W = sqrt(r_k) (X - c), c the data mean (a symmetric rank-N update, syrk,
+    through numpy's BLAS on the CPU into one reused (N, D) buffer; a torch matmul on CUDA), then
+    moved to the component mean as in :class:`MomentFeatures`:
     S_k - s_k m_k^T - m_k s_k^T + n_k m_k m_k^T with s_k = sum_n r_nk (x_n - c), m_k = mu_k - c.
+    One pass over the data per component instead of two, and no subnormal products where a
+    component mean is tiny but not zero (x_n - mu_k = -mu_k on all-zero pixels).
     """
     N, D = X.shape
     K = resp.shape[1]
