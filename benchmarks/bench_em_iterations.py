@@ -214,7 +214,7 @@ def report(label, t_old, t_new, flops, rate, diff):
 # --- the crossover of the two full-covariance paths -----------------------------------------------
 
 
-def crossover(N=10000, K=10, dims=(8, 16, 24, 32, 48, 64, 96), repeats=3):
+def crossover(N=4000, K=10, dims=(8, 16, 32, 64, 96, 128, 160, 192), repeats=3):
     """One E-step + M-step (pure functions) on the moment path and the per-component path."""
     rng = np.random.default_rng(0)
     print(f"N={N}, K={K}, float64: ms per E+M step (best of {repeats})")

@@ -20,10 +20,11 @@ same initial parameters.
 
 Speed: the two O(N K D^2) kernels of full covariances (the Mahalanobis terms of the E-step,
 the weighted scatter matrices of the M-step) run one of two ways, chosen by :func:`use_moments`,
-a size rule measured on a 2-core Xeon (``benchmarks/bench_em_iterations.py --crossover``: the
-batched path is 9-10x faster at D <= 16, 1.5x at D = 128, slower beyond):
+a size rule measured on a 2-core Xeon (``benchmarks/bench_em_iterations.py --crossover``: one
+E+M step with K = 10, N = 4,000-10,000 is 2.4-4.4x faster batched at D = 16, 1.5x at D = 48,
+even at D = 64 and 0.5-0.8x from D = 80 on):
 
-- small D (D <= 128, at most 2^25 feature entries): batched over the K components on moment
+- small D (D <= 64, at most 2^25 feature entries): batched over the K components on moment
   features of the data (:class:`MomentFeatures`: the products y_i y_j, y_i and 1 of the centred
   data, built once per fit, or once per BigLearn-EM task): the E-step is one GEMM
   (K, P) @ (P, N) and the M-step one GEMM (K, N) @ (N, P), P = D (D + 1) / 2 + D + 1, with no
@@ -66,10 +67,10 @@ _LOG_2PI = math.log(2.0 * math.pi)
 # Full covariances: the kernels run batched over components on moment features
 # (:class:`MomentFeatures`) when D <= _MOMENTS_MAX_D and the feature matrix has at most
 # _BATCH_ELEMENTS entries (N * P, P = D (D + 1) / 2 + D + 1), else one component at a time.
-# _MOMENTS_MAX_D is the crossover measured on a 2-core Xeon by
+# _MOMENTS_MAX_D is the crossover measured on a 2-core Xeon (N = 4,000, K = 10) by
 # ``benchmarks/bench_em_iterations.py --crossover``; _BATCH_ELEMENTS = 0 forces the
 # per-component path.
-_MOMENTS_MAX_D = 128
+_MOMENTS_MAX_D = 64
 _BATCH_ELEMENTS = 2**25  # 256 MiB of float64 features
 
 
