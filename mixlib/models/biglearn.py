@@ -11,12 +11,17 @@ github.com/YulaiCong/Big-Learning-Expectation-Maximization, ``method.py::bl_EM``
 
 ``n_inner`` EM steps then update only the selected block of the means and covariances (the cross
 blocks keep their values; in the transformed case in the A-space, mapped back with
-mu = mu_bar A, Sigma = A^T Sigma_bar A after every step), eigenvalues are floored at
+mu = mu_bar A, Sigma = A^T Sigma_bar A (floored) after the last step: the reference maps back
+after every step, but the next step reads mu_bar, Sigma_bar), eigenvalues are floored at
 ``reg_covar`` after every step, and the weights are smoothed, pi = (pi' + alpha) / sum(pi' + alpha),
 alpha = 1/K (the MAP estimate of the reference).  With ``p1 = 1`` and ``alpha_pi = 0`` this is
 plain EM with an eigenvalue floor (``GaussianMixtureEM(reg="floor")``).
 
-The E- and M-step maths is the shared core of :mod:`mixlib.models.gmm_em`.
+The E- and M-step maths is the shared core of :mod:`mixlib.models.gmm_em`.  For small D the
+block steps run batched over components on the block's moment features
+(:class:`~mixlib.models.gmm_em.MomentFeatures`), built once per task and shared by its
+``n_inner`` steps; the features of X serve the joint tasks and the per-iteration
+log-likelihood.
 """
 
 from __future__ import annotations
@@ -29,12 +34,18 @@ from . import register
 from .base import Progress, call, check_array_2d, check_init_labels
 from .gmm_em import (
     GaussianMixtureBase,
+    MomentFeatures,
+    _blas_threads,
+    _exp_resp_,
+    _numpy_blas,
+    _torch_threads,
     compute_cholesky,
     estimate_gaussian_parameters,
     estimate_log_prob_resp,
     floor_eigenvalues,
     initial_resp,
     parameters_from_resp,
+    use_moments,
 )
 
 BL_INITS = ("reference", "random", "kmeans", "k-means++")
@@ -57,6 +68,7 @@ def block_em_step(
     weights: torch.Tensor,
     means: torch.Tensor,
     covariances: torch.Tensor,
+    features: MomentFeatures | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One EM step on the marginal of the dimensions ``idx`` (the block update of BigLearn-EM).
 
@@ -64,23 +76,33 @@ def block_em_step(
     means (K, D); covariances (K, D, D).  Returns ``(pi', means, covariances)``, the raw
     (unsmoothed) weights pi' = mean_n r_nk and copies of means / covariances whose rows ``idx``
     and block ``[idx, idx]`` are updated; all other entries (cross blocks included) are copied
-    unchanged.  No regularisation is applied here.
+    unchanged.  No regularisation is applied here.  ``features``: the
+    :class:`~mixlib.models.gmm_em.MomentFeatures` of ``Z[:, idx]`` when the caller has them
+    (they serve every step of a task); built here when the block is small enough
+    (:func:`~mixlib.models.gmm_em.use_moments`), else the per-component kernels run.
     """
     N = Z.shape[0]
     means, covariances = means.clone(), covariances.clone()
-    if idx.numel() == 0:  # an empty marginal carries no information: r_nk = pi_k
+    m = idx.numel()
+    if m == 0:  # an empty marginal carries no information: r_nk = pi_k
         return weights.clone(), means, covariances
-    Zt = Z[:, idx]  # (N, m)
-    cov_tt = covariances[:, idx][:, :, idx]  # (K, m, m)
-    _, log_resp = estimate_log_prob_resp(
-        Zt, weights, means[:, idx], compute_cholesky(cov_tt, "full"), "full"
-    )
-    resp = log_resp.exp()  # (N, K)
-    nk, mu_t, cov_t = estimate_gaussian_parameters(Zt, resp, "full", min_nk=_PI_GUARD * N)
-    means[:, idx] = mu_t
     ii = idx[:, None]
+    chol = compute_cholesky(covariances[:, ii, idx], "full")  # (K, m, m)
+    if features is None and use_moments(N, m):
+        features = MomentFeatures(Z[:, idx])
+    if features is not None:
+        _, resp_t = features.e_step(weights, means[:, idx], chol)
+        _, mu_t, cov_t, n = features.gaussian_parameters(resp_t, min_nk=_PI_GUARD * N)
+        pi_raw = n / N
+    else:
+        Zt = Z[:, idx]  # (N, m)
+        _, log_resp = estimate_log_prob_resp(Zt, weights, means[:, idx], chol, "full")
+        resp = _exp_resp_(log_resp)  # (N, K); tiny responsibilities 0, see _resp_floor
+        _, mu_t, cov_t = estimate_gaussian_parameters(Zt, resp, "full", min_nk=_PI_GUARD * N)
+        pi_raw = resp.mean(0)
+    means[:, idx] = mu_t
     covariances[:, ii, idx] = cov_t
-    return resp.mean(0), means, covariances
+    return pi_raw, means, covariances
 
 
 @register("biglearn_em")
@@ -206,20 +228,35 @@ class BigLearnEM(GaussianMixtureBase):
         self._device_ = self._torch_device()
         self._dtype_ = self._torch_dtype()
         Xt = self._tensor(X)
+        # on the CPU the heavy kernels run in numpy's BLAS: torch's pool to 1 thread, as
+        # GaussianMixtureEM.fit (two spinning pools on 2 cores cost more than they gain)
+        cpu = _numpy_blas(Xt)
+        with _torch_threads(1 if cpu else None):
+            # the batched path's GEMMs are too small for a second BLAS thread (_blas_threads)
+            with _blas_threads(1 if cpu and use_moments(*Xt.shape) else None):
+                self._fit(Xt, lab, callback)
+            self.labels_ = self.predict(X)  # last iterate, never a maximum over iterations
+        return self
+
+    def _fit(self, Xt, lab, callback):
         N, D = Xt.shape
         K = self.n_clusters
         alpha = 1.0 / K if self.alpha_pi is None else float(self.alpha_pi)
+        eps = self.reg_covar
         rng = np.random.default_rng(self.random_state)
         seed = int(rng.integers(2**31 - 1))
         gen = torch_generator(seed)  # CPU generator: same draws on every device
 
         weights, means, cov = self._initialize(Xt, seed, gen, lab)
-        cov = floor_eigenvalues(cov, self.reg_covar)
+        cov = floor_eigenvalues(cov, eps)
         _, log_resp = estimate_log_prob_resp(
             Xt, weights, means, compute_cholesky(cov, "full"), "full"
         )
         self.init_labels_ = log_resp.argmax(1).cpu().numpy().astype(np.int64)
 
+        # small D: moment features of X, built once (joint tasks, the log-likelihood), and of
+        # each task's block, built once per task and reused by its n_inner steps
+        features = MomentFeatures(Xt) if use_moments(N, D) else None
         history: dict[str, list[float]] = {"loglik": [], "task": [], "n_dims": []}
         all_dims = torch.arange(D, device=Xt.device)
         for step in range(1, self.n_iter + 1):
@@ -231,21 +268,27 @@ class BigLearnEM(GaussianMixtureBase):
                 m = int(D * rng.beta(self.beta_a, self.beta_b))
                 idx = torch.as_tensor(np.sort(rng.permutation(D)[:m]), device=Xt.device)
             if task < 2:
+                block = features if task == 0 else _block_features(Xt, idx)
                 for _ in range(self.n_inner):
-                    pi_raw, means, cov = block_em_step(Xt, idx, weights, means, cov)
-                    cov = floor_eigenvalues(cov, self.reg_covar)
+                    pi_raw, means, cov = block_em_step(Xt, idx, weights, means, cov, block)
+                    cov = floor_eigenvalues(cov, eps)
                     weights = _smooth(pi_raw, alpha)
             else:
                 A = haar_orthogonal(D, gen).to(Xt)
                 Y = Xt @ A.T  # (N, D)
+                block = _block_features(Y, idx)
                 mu_bar, cov_bar = means @ A.T, A @ cov @ A.T
                 for _ in range(self.n_inner):
-                    pi_raw, mu_bar, cov_bar = block_em_step(Y, idx, weights, mu_bar, cov_bar)
-                    cov_bar = floor_eigenvalues(cov_bar, self.reg_covar)
-                    means, cov = mu_bar @ A, floor_eigenvalues(A.T @ cov_bar @ A, self.reg_covar)
+                    pi_raw, mu_bar, cov_bar = block_em_step(Y, idx, weights, mu_bar, cov_bar, block)
+                    cov_bar = floor_eigenvalues(cov_bar, eps)
                     weights = _smooth(pi_raw, alpha)
+                # the inner steps run on (mu_bar, cov_bar): map back once, after the last
+                means, cov = mu_bar @ A, floor_eigenvalues(A.T @ cov_bar @ A, eps)
             chol = compute_cholesky(cov, "full")
-            log_norm, log_resp = estimate_log_prob_resp(Xt, weights, means, chol, "full")
+            if features is not None:
+                log_norm = features.log_likelihood(weights, means, chol)
+            else:
+                log_norm, _ = estimate_log_prob_resp(Xt, weights, means, chol, "full")
             history["loglik"].append(float(log_norm.mean()))
             history["task"].append(float(task))
             history["n_dims"].append(float(idx.numel()))
@@ -256,7 +299,7 @@ class BigLearnEM(GaussianMixtureBase):
                     step,
                     self.n_iter,
                     {"loglik": history["loglik"][-1]},
-                    labels=lambda r=log_resp: r.argmax(1).cpu().numpy().astype(np.int64),
+                    labels=lambda p=params, c=chol: self._labels(Xt, p, c),
                     predict=lambda Z, p=params, c=chol: self._labels(Z, p, c),
                     state=lambda p=params: p,
                 ),
@@ -264,8 +307,13 @@ class BigLearnEM(GaussianMixtureBase):
         self._set_state(weights, means, cov)
         self.history_ = history
         self.n_iter_ = self.n_iter
-        self.labels_ = self.predict(X)  # last iterate, never a maximum over iterations
-        return self
+
+
+def _block_features(Z: torch.Tensor, idx: torch.Tensor) -> MomentFeatures | None:
+    """The moment features of the block ``Z[:, idx]`` when its kernels run batched, else None."""
+    if idx.numel() and use_moments(Z.shape[0], idx.numel()):
+        return MomentFeatures(Z[:, idx])
+    return None
 
 
 def _smooth(pi_raw: torch.Tensor, alpha: float) -> torch.Tensor:
