@@ -165,7 +165,8 @@ def load_source(spec: dict, *, raw_dir=None, file_sha256=None):
     elif source == "npz":
         X, y, shape = load_npz(spec["path"], min_samples=spec.get("n_clusters") or 1)
     else:
-        opts = {"split": split, "file_sha256": file_sha256}
+        # a holdout is drawn per seed downstream: the source is read whole
+        opts = {"split": "all" if split == "holdout" else split, "file_sha256": file_sha256}
         if raw_dir is not None:
             opts.update(data_dir=raw_dir, download=False)
         X, y, shape, is_train = download.load_with_split(source, opts)

@@ -38,6 +38,14 @@ def test_holdout_dataset_rows_per_seed():
     assert ds.X.min() == 0.0 and ds.X.max() == 1.0
 
 
+def test_a_downloadable_source_held_out(tmp_path):
+    raw = write_pendigits(tmp_path)
+    spec = {"source": "pendigits", "split": "holdout", "preprocess": {"scale": "minmax_feature"}}
+    ds = data.prepare("p", spec, raw_dir=tmp_path, file_sha256=pendigits_sums(tmp_path))
+    n = sum(len(y) for _, y in raw.values())
+    assert ds.is_train is None and ds.X.shape[0] == n and data.eval_rows(ds, 3).sum() == n // 5
+
+
 def test_parts_scaled_by_their_own_statistics(tmp_path):
     raw = write_pendigits(tmp_path)
     spec = {
