@@ -113,9 +113,7 @@ class Plan:
     def init_for(self, init: str, dataset: str) -> dict:
         """The keys of init ``init`` as it runs on ``dataset``: its entry with that dataset's
         ``overrides`` applied (and ``overrides`` itself removed)."""
-        spec = dict(self.inits[init])
-        over = spec.pop("overrides")
-        return {**spec, **over.get(dataset, {})}
+        return _init_for(self.inits[init], dataset)
 
     def init_runs(self) -> list[tuple[str, str, int]]:
         """Every (dataset, init, seed) some trained model starts from."""
@@ -143,6 +141,12 @@ class Plan:
         ]
 
 
+def _init_for(entry: dict, dataset: str) -> dict:
+    spec = dict(entry)
+    over = spec.pop("overrides")
+    return {**spec, **over.get(dataset, {})}
+
+
 def grid(*axes) -> list[tuple]:
     """Every combination of the axes, in order: the one planner of the workflow's jobs."""
     return list(itertools.product(*axes))
@@ -157,7 +161,7 @@ def load_plan(config: dict, schema: str | Path = SCHEMA) -> Plan:
     datasets = cfg["datasets"]
     for name, spec in datasets.items():
         _check_dataset(f"datasets.{name}", spec)
-    inits = cfg.get("inits") or {}
+    inits = cfg["inits"]
     for name, spec in inits.items():
         for d in spec["overrides"]:
             if d not in datasets:
@@ -192,7 +196,7 @@ def load_plan(config: dict, schema: str | Path = SCHEMA) -> Plan:
     seeds = tuple(cfg["seeds"])
     for m in models.values():
         for d, i in grid(m.datasets, m.inits):
-            feature = i != "none" and {**inits[i], **inits[i]["overrides"].get(d, {})}["feature"]
+            feature = i != "none" and _init_for(inits[i], d)["feature"]
             if feature == "scattering" and datasets[d]["source"] not in IMAGE_SOURCES:
                 raise ConfigError(
                     f"inits.{i}.feature: 'scattering' needs images, but dataset {d!r} "
