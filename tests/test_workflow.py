@@ -282,6 +282,7 @@ def test_lint_only_conda_warnings():
         ("tiny", 19),
         ("biglearn", 362),
         ("gmm_mnist", 5),
+        ("dpkm", 61),
     ],
 )
 def test_shipped_configs_pass_checks_and_plan(tmp_path, name, n_jobs):
