@@ -32,11 +32,8 @@ log-likelihood.
 from __future__ import annotations
 
 import argparse
-import importlib
 import inspect
-import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from functools import partial
@@ -44,43 +41,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from baseline import BASELINE_COMMIT, REPO, baseline_modules
 
 from mixlib.data import prepare
 from mixlib.models import gmm_em
 from mixlib.models.biglearn import BigLearnEM
 from mixlib.models.gmm_em import GaussianMixtureEM
 
-BASELINE_COMMIT = "779661a"
-REPO = Path(__file__).resolve().parents[1]
-
-
 # --- the pinned baseline --------------------------------------------------------------------------
 
 
 def load_baseline(commit: str = BASELINE_COMMIT):
-    """(GaussianMixtureEM, BigLearnEM) of ``commit``: its gmm_em.py and biglearn.py (git show)
-    in a temporary package whose ``base``/``utils`` are today's and whose ``register`` is a
-    no-op (the registry keeps today's classes)."""
-    root = Path(tempfile.mkdtemp(prefix="em_baseline_"))
-    pkg = root / "em_baseline"
-    (pkg / "models").mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "utils.py").write_text("from mixlib.utils import *  # noqa: F403\n")
-    (pkg / "models" / "__init__.py").write_text("def register(kind):\n    return lambda cls: cls\n")
-    (pkg / "models" / "base.py").write_text("from mixlib.models.base import *  # noqa: F403\n")
-    for name in ("gmm_em", "biglearn"):
-        src = subprocess.run(
-            ["git", "show", f"{commit}:mixlib/models/{name}.py"],
-            cwd=REPO,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        (pkg / "models" / f"{name}.py").write_text(src)
-    sys.path.insert(0, str(root))
-    old_gmm = importlib.import_module("em_baseline.models.gmm_em")
-    old_bl = importlib.import_module("em_baseline.models.biglearn")
-    return old_gmm.GaussianMixtureEM, old_bl.BigLearnEM
+    """(GaussianMixtureEM, BigLearnEM) of ``commit`` (:mod:`baseline`)."""
+    mods = baseline_modules(["gmm_em", "biglearn"], commit)
+    return mods["gmm_em"].GaussianMixtureEM, mods["biglearn"].BigLearnEM
 
 
 # --- data -----------------------------------------------------------------------------------------
