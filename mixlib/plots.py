@@ -133,9 +133,9 @@ def metrics_vs_value(
 
 def model_figures(model, X, outdir: str | Path, image_shape=()) -> list[Path]:
     """The figures of a fitted model (PNG files in ``outdir``), picked by its ``kind``: MixMate's
-    atoms, reconstructions and curves; deep power k-means' losses per round and embedding; a
-    Gaussian mixture's log-likelihood curve, means and samples (image data); for any other kind
-    its ``history_`` curves. ``X`` are the rows it was fitted on, ``image_shape`` e.g. (28, 28)
+    atoms, reconstructions and curves; deep power k-means' losses per round and embedding; N2D's
+    reconstruction curve and clusters on a 2-D UMAP map; a Gaussian mixture's log-likelihood
+    curve, means and samples (image data); for any other kind its ``history_`` curves. ``X`` are the rows it was fitted on, ``image_shape`` e.g. (28, 28)
     for images, () otherwise."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -267,6 +267,44 @@ def _deep_power_kmeans_figures(model, X, outdir: Path, image_shape) -> list[Path
     return paths
 
 
+def _n2d_figures(model, X, outdir: Path, image_shape) -> list[Path]:
+    """``curves.png`` (the auto-encoder's reconstruction error per epoch) and ``embedding.png``:
+    the mixture's clusters on a 2-D map of the data. The map is the model's own UMAP embedding
+    when it has two dimensions; otherwise a 2-D UMAP (the model's neighbours, distance and seed)
+    of the auto-encoder embedding of at most 4,000 of the rows, a random subset (below 4,096
+    rows umap-learn finds exact neighbours: seconds, no approximate index to compile)."""
+    from matplotlib.figure import Figure  # Agg canvas, no pyplot global state
+
+    title = f"n2d seed {model.random_state}"
+    paths = [curves(model.history_, outdir / "curves.png", title=title)]
+    fitted = X.shape[0] == model.labels_.shape[0]
+    if fitted and model.embedding_.shape[1] == 2:
+        E2, labels, how = model.embedding_, model.labels_, "UMAP embedding"
+    else:
+        import umap
+
+        rng = np.random.default_rng(0)
+        rows = np.sort(rng.choice(X.shape[0], min(4000, X.shape[0]), replace=False))
+        labels = model.labels_[rows] if fitted else model.predict(X[rows])
+        E2 = umap.UMAP(
+            n_components=2,
+            n_neighbors=int(min(model.umap_n_neighbors, rows.size - 1)),
+            min_dist=float(model.umap_min_dist),
+            metric=model.umap_metric,
+            random_state=0 if model.random_state is None else int(model.random_state),
+            n_jobs=1,
+        ).fit_transform(model.embed(X[rows]))
+        how = f"2-D UMAP of the auto-encoder embedding, {rows.size} rows"
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
+    ax.scatter(E2[:, 0], E2[:, 1], c=labels, cmap="tab10", s=3, alpha=0.6)
+    ax.set(title=f"{how}\ncoloured by cluster", xticks=[], yticks=[])
+    fig.tight_layout()
+    paths.append(outdir / "embedding.png")
+    fig.savefig(paths[-1], dpi=80)
+    return paths
+
+
 def _gaussian_mixture_figures(model, X, outdir: Path, image_shape) -> list[Path]:
     """The log-likelihood curve and, for image data, the component means and samples."""
     paths = []
@@ -283,6 +321,7 @@ def _gaussian_mixture_figures(model, X, outdir: Path, image_shape) -> list[Path]
 _MODEL_FIGURES = {
     "mixmate": _mixmate_figures,
     "deep_power_kmeans": _deep_power_kmeans_figures,
+    "n2d": _n2d_figures,
     "gmm_em": _gaussian_mixture_figures,
     "biglearn_em": _gaussian_mixture_figures,
 }

@@ -25,6 +25,7 @@ _MODEL_MODULES = [
     "mixlib.models.gmm_em",
     "mixlib.models.biglearn",
     "mixlib.models.power_kmeans",
+    "mixlib.models.n2d",
 ]
 
 
