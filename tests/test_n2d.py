@@ -57,6 +57,25 @@ def test_n2d_recovers_blobs_and_draws(tmp_path):
     assert all(p.stat().st_size > 0 for p in paths)
 
 
+def test_n2d_trains_its_auto_encoder_with_subnormals_flushed():
+    """The auto-encoder's epochs run with FTZ/DAZ (the default); the process's default (off) is
+    back after the fit."""
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush subnormals")
+    torch.set_flush_denormal(False)
+
+    def flushes():
+        return bool(torch.tensor([1e-39], dtype=torch.float32).mul(1.0).item() == 0.0)
+
+    X, _ = _blobs(120, 3, 6)
+    seen = []
+    N2D(3, random_state=0, **dict(_SMALL, pretrain_epochs=2)).fit(
+        X, callback=lambda p: seen.append(flushes())
+    )
+    assert seen == [True, True, False]  # two epochs flushed; UMAP and the mixture are not
+    assert not flushes()
+
+
 def test_n2d_same_seed_same_labels_init_labels_ignored():
     X, y = _blobs(200, 3, 8, seed=1)
     kw = dict(_SMALL, pretrain_epochs=5)

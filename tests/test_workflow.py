@@ -282,7 +282,8 @@ def test_lint_only_conda_warnings():
         ("tiny", 19),
         ("biglearn", 362),
         ("gmm_mnist", 5),
-        ("dpkm", 61),
+        ("dpkm", 41),
+        ("dpkm_mnist", 23),
     ],
 )
 def test_shipped_configs_pass_checks_and_plan(tmp_path, name, n_jobs):

@@ -48,7 +48,14 @@ import numpy as np
 import torch
 
 from . import register
-from .base import Progress, TorchModel, call, check_array_2d, check_init_labels
+from .base import (
+    Progress,
+    TorchModel,
+    call,
+    check_array_2d,
+    check_init_labels,
+    subnormals_flushed,
+)
 from .power_kmeans import _AutoEncoder
 
 
@@ -103,6 +110,10 @@ class N2D(TorchModel):
         UMAP's optimisation epochs; None: umap-learn's default (500 for fewer than 10,000
         points, 200 otherwise).
     covariance_type : {"full", "tied", "diag", "spherical"}, default "full"
+    flush_denormal : bool, default True
+        Train the auto-encoder with subnormal floats flushed to zero on the CPU (FTZ/DAZ), as
+        deep power k-means (whose docstring has the measurement): Adam's moments of weights
+        whose gradients died out decay into the subnormal range, ~100x slower to compute on.
     device : str, default "auto" (CUDA when present; only the auto-encoder uses it)
     dtype : {"float32", "float64"}, default "float32"
     random_state : int or None
@@ -133,6 +144,7 @@ class N2D(TorchModel):
         umap_metric="euclidean",
         umap_n_epochs=None,
         covariance_type="full",
+        flush_denormal=True,
         device="auto",
         dtype="float32",
         random_state=None,
@@ -149,6 +161,7 @@ class N2D(TorchModel):
         self.umap_metric = umap_metric
         self.umap_n_epochs = umap_n_epochs
         self.covariance_type = covariance_type
+        self.flush_denormal = flush_denormal
         self.device = device
         self.dtype = dtype
         self.random_state = random_state
@@ -166,6 +179,7 @@ class N2D(TorchModel):
         "umap_metric": "str",
         "umap_n_epochs": ["int >= 1", None],
         "covariance_type": {"full", "tied", "diag", "spherical"},
+        "flush_denormal": "bool",
         "device": "str",
         "dtype": {"float32", "float64"},
         "random_state": ["int >= 0", None],
@@ -194,22 +208,8 @@ class N2D(TorchModel):
         opt = torch.optim.Adam(self.ae_.parameters(), lr=self.lr, eps=1e-7)
         total = self.pretrain_epochs + 1
         self.history_ = {"reconstruction": []}
-        for epoch in range(self.pretrain_epochs):
-            perm = torch.randperm(N, generator=gen).to(dev)
-            sse = 0.0
-            for i in range(0, N, self.batch_size):
-                xb = Xt[perm[i : i + self.batch_size]]
-                _, xr = self.ae_(xb)
-                loss = ((xr - xb) ** 2).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sse += float(loss.detach()) * xb.shape[0]
-            mse = sse / N  # Keras' epoch loss: the batch losses weighted by batch size
-            if not math.isfinite(mse):
-                raise FloatingPointError(f"N2D auto-encoder loss became {mse} at epoch {epoch}")
-            self.history_["reconstruction"].append(mse)
-            call(callback, Progress(epoch + 1, total, {"reconstruction": mse}))
+        with subnormals_flushed(self.flush_denormal):
+            self._pretrain(Xt, gen, opt, total, callback)
 
         H = self._embed(Xt)
         self.umap_ = self._umap(seed, N).fit(H)
@@ -227,6 +227,26 @@ class N2D(TorchModel):
             ),
         )
         return self
+
+    def _pretrain(self, Xt, gen, opt, total, callback) -> None:
+        """The auto-encoder's epochs (reconstruction loss only)."""
+        N, dev = Xt.shape[0], Xt.device
+        for epoch in range(self.pretrain_epochs):
+            perm = torch.randperm(N, generator=gen).to(dev)
+            sse = 0.0
+            for i in range(0, N, self.batch_size):
+                xb = Xt[perm[i : i + self.batch_size]]
+                _, xr = self.ae_(xb)
+                loss = ((xr - xb) ** 2).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sse += float(loss.detach()) * xb.shape[0]
+            mse = sse / N  # Keras' epoch loss: the batch losses weighted by batch size
+            if not math.isfinite(mse):
+                raise FloatingPointError(f"N2D auto-encoder loss became {mse} at epoch {epoch}")
+            self.history_["reconstruction"].append(mse)
+            call(callback, Progress(epoch + 1, total, {"reconstruction": mse}))
 
     def _umap(self, seed: int, n_samples: int):
         import umap  # numba compiles on first use: imported only when fitting
