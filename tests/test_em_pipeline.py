@@ -51,6 +51,7 @@ def em_run(tmp_path_factory):
     return wd, cfg, p
 
 
+@pytest.mark.workflow
 def test_exercise_outputs(em_run):
     wd, _, _ = em_run
     out = wd / "results/em/gmm_exercise/digits8"
@@ -82,6 +83,7 @@ def test_exercise_outputs(em_run):
     assert log.count("step 1/6: loglik=") == 4 and log.count("step 6/6: loglik=") == 4
 
 
+@pytest.mark.workflow
 def test_simulation_outputs(em_run):
     wd, _, _ = em_run
     out = wd / "results/em/gmm25"
@@ -109,6 +111,7 @@ def test_simulation_outputs(em_run):
     assert (out / "kl_history.png").stat().st_size > 5000
 
 
+@pytest.mark.workflow
 def test_em_jobs_are_mlflow_runs_with_artifacts(em_run, monkeypatch):
     wd, _, _ = em_run
     monkeypatch.chdir(wd)  # the store's artifact root is relative to the run directory
@@ -128,6 +131,7 @@ def test_em_jobs_are_mlflow_runs_with_artifacts(em_run, monkeypatch):
     assert sorted(arts) == ["figures/loglik.png", "figures/samples.png"]
 
 
+@pytest.mark.workflow
 def test_experiments_only_config_publishes_its_tables(tmp_path):
     """A config of experiments alone (no clustering datasets or models) runs them and copies
     their tables and figures under publish_dir, each experiment in its own folder."""
@@ -150,6 +154,7 @@ def test_experiments_only_config_publishes_its_tables(tmp_path):
     assert not (tmp_path / "results/tables").exists()
 
 
+@pytest.mark.workflow
 def test_rerun_is_noop_and_changes_rerun_only_their_jobs(em_run):
     wd, cfg, _ = em_run
     p = run_snakemake(wd, "-n", "--cores", "1", config=cfg)
@@ -167,6 +172,7 @@ def test_rerun_is_noop_and_changes_rerun_only_their_jobs(em_run):
     assert jobs == ["rule gmm_exercise:"]
 
 
+@pytest.mark.workflow
 @pytest.mark.parametrize(
     "mutate, message",
     [
@@ -189,6 +195,7 @@ def test_bad_experiment_config_fails_before_any_job(tmp_path, mutate, message):
     assert not (tmp_path / "wd/results").exists()
 
 
+@pytest.mark.workflow
 def test_no_experiments_no_em_jobs(tmp_path):
     cfg = tiny_config(tmp_path)
     del cfg["experiments"]

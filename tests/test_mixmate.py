@@ -369,7 +369,11 @@ def test_save_artifacts(tmp_path, mnist):
 @pytest.mark.parametrize(
     "dataset, params",
     [
-        ("digits", dict(n_atoms=10, lam=0.25, n_epochs=10, batch_size=128)),
+        pytest.param(
+            "digits",
+            dict(n_atoms=10, lam=0.25, n_epochs=10, batch_size=128),
+            marks=pytest.mark.slow,
+        ),
         pytest.param("mnist5k", dict(n_layers=15, lam=0.75, n_epochs=3), marks=pytest.mark.slow),
     ],
 )

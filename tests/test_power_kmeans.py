@@ -267,6 +267,7 @@ def _tiny(seed=3, **kw):
     return DeepPowerKMeans(device="cpu", random_state=seed, **kw)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("torch_single_thread")
 def test_deep_power_kmeans_recipe_beats_kmeans_on_digits():
     """The recipe (pre-training, k-means seeding, scale-free power mean) with a shortened joint
