@@ -583,19 +583,21 @@ def gmm_exercise(
     out_loglik_figure: str,
     out_samples_figure: str,
     out_summary: str,
-    provenance: dict | None = None,
+    invocation: str | None = None,
     tracker=tracking.NULL_TRACKER,
 ):
     """GMM-on-images exercise: EM (:class:`~mixlib.models.GaussianMixtureEM`, ``params``: every
     hyperparameter but K, which is the dataset's) from every init and seed on the dataset's
     fitting rows; writes the log-likelihood curves (CSV and figure), the final mean
     log-likelihoods beside the single-Gaussian and naive-GMM references (CSV, and as a Markdown
-    summary with the ``provenance`` lines and this job's wall time), and sample grids of the
-    three models beside the best fit's component means."""
+    summary with the provenance of the ``invocation`` record, read when the summary is written,
+    and this job's wall time), and sample grids of the three models beside the best fit's
+    component means."""
     import pandas as pd
 
     from . import em_experiments as em
     from . import plots, tables
+    from .provenance import describe
 
     ds = datalib.load_prepared(data_path)
     if not ds.image_shape:
@@ -637,7 +639,7 @@ def gmm_exercise(
     notes = [
         f"{X.shape[0]} images of {X.shape[1]} pixels, K={params['n_clusters']}; EM: "
         + ", ".join(f"{k}={v}" for k, v in params.items() if k != "n_clusters"),
-        *(f"{k}: {v}" for k, v in (provenance or {}).items()),
+        *(f"{k}: {v}" for k, v in describe(invocation).items()),
         f"this job: {(time.perf_counter() - t0) / 60:.1f} min",
     ]
     cells, best = em.exercise_table(final)

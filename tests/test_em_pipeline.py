@@ -2,7 +2,9 @@
 Snakefile on tiny data, bad `experiments` configs, and the mixlib functions behind the rules."""
 
 import json
+import re
 import warnings
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -81,6 +83,10 @@ def test_exercise_outputs(em_run):
     )
     log = (wd / "results/logs/gmm_exercise/digits8.log").read_text()  # every fit's progress
     assert log.count("step 1/6: loglik=") == 4 and log.count("step 6/6: loglik=") == 4
+    # the provenance is read when the summary is written, after the last fit (not at job start)
+    written = datetime.fromisoformat(re.search(r"table written (\S+) ", summary).group(1))
+    last_fit = re.findall(r"^(\S+ \S+),\d+ INFO step 6/6", log, re.M)[-1]
+    assert written >= datetime.fromisoformat(last_fit).astimezone(UTC)  # log: local time
 
 
 @pytest.mark.workflow

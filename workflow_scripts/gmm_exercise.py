@@ -1,5 +1,4 @@
 from mixlib.pipeline import gmm_exercise, run_job
-from mixlib.provenance import describe
 
 run_job(
     snakemake,
@@ -16,5 +15,5 @@ run_job(
     out_loglik_figure=snakemake.output.loglik_figure,
     out_samples_figure=snakemake.output.samples_figure,
     out_summary=snakemake.output.summary,
-    provenance=describe(snakemake.params.invocation),
+    invocation=snakemake.params.invocation,
 )
