@@ -85,6 +85,27 @@ def test_floor_clips_eigenvalues_only_where_needed():
     np.testing.assert_allclose(ridge[0], ok + 0.1 * np.eye(4))
 
 
+def test_floor_redoes_a_failed_float32_eigendecomposition_in_float64(monkeypatch):
+    """LAPACK's float32 eigensolver can fail to converge (it stopped a BigLearn-EM fit on
+    Pendigits once): the floor then decomposes in float64 and returns float32."""
+    rng = np.random.default_rng(3)
+    V, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    low = torch.as_tensor(V @ np.diag([1e-9, 0.5, 1.0, 2.0]) @ V.T, dtype=torch.float32)[None]
+    eigh = torch.linalg.eigh
+
+    def failing_in_float32(A):
+        if A.dtype == torch.float32:
+            raise torch.linalg.LinAlgError("linalg.eigh: failed to converge")
+        return eigh(A)
+
+    monkeypatch.setattr(torch.linalg, "eigh", failing_in_float32)
+    out = floor_eigenvalues(low, 1e-2)
+    assert out.dtype == torch.float32
+    np.testing.assert_allclose(
+        np.linalg.eigvalsh(out[0].double().numpy()), [1e-2, 0.5, 1.0, 2.0], atol=1e-6
+    )
+
+
 # --- equivalence with scikit-learn ------------------------------------------------------------
 
 

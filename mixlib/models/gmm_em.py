@@ -130,7 +130,11 @@ def floor_eigenvalues(covariances: torch.Tensor, eps: float) -> torch.Tensor:
     _, info = torch.linalg.cholesky_ex(out - eps * eye)
     bad = torch.nonzero(info != 0).flatten()
     if bad.numel():
-        evals, evecs = torch.linalg.eigh(out[bad])
+        try:
+            evals, evecs = torch.linalg.eigh(out[bad])
+        except torch.linalg.LinAlgError:  # LAPACK's float32 solver can fail to converge on
+            # ill-conditioned input (seen once in 160 BigLearn-EM fits): redo it in float64
+            evals, evecs = (t.to(out.dtype) for t in torch.linalg.eigh(out[bad].double()))
         fixed = (evecs * evals.clamp_min(eps).unsqueeze(-2)) @ evecs.mT
         out = out.clone()
         out[bad] = 0.5 * (fixed + fixed.mT)
