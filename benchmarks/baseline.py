@@ -9,6 +9,7 @@ import importlib
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 #: the code before this round of speed work (issue 16)
@@ -36,3 +37,15 @@ def baseline_modules(names, commit: str = BASELINE_COMMIT) -> dict:
         (pkg / "models" / f"{name}.py").write_text(src)
     sys.path.insert(0, str(root))
     return {n: importlib.import_module(f"{pkg.name}.models.{n}") for n in names}
+
+
+def matmul_rate(a, b, repeats: int = 3) -> float:
+    """FLOP/s of ``a @ b`` for square n x n operands (numpy or torch): the best of ``repeats``
+    timed products after a warm-up one, the machine's large-GEMM rate for that dtype."""
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * a.shape[0] ** 3 / best

@@ -18,22 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from baseline import BASELINE_COMMIT, REPO, baseline_modules
+from baseline import BASELINE_COMMIT, REPO, baseline_modules, matmul_rate
 
 from mixlib.data import prepare
 from mixlib.models.power_kmeans import DeepPowerKMeans
-
-
-def gemm_rate(threads: int, n: int = 4096, repeats: int = 3) -> float:
-    """float32 FLOP/s of an n x n torch matmul."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
 
 
 def flops_per_sample(d: int, hidden=(500, 500, 2000), emb: int = 10) -> float:
@@ -75,7 +63,7 @@ def main(argv=None):
         ds = prepare("mnist5k", {"source": "mnist5k", "preprocess": {"scale": "minmax"}})
     X = ds.X[: args.n] if args.n else ds.X
     old = baseline_modules(["power_kmeans"])["power_kmeans"].DeepPowerKMeans
-    rate = gemm_rate(args.threads)
+    rate = matmul_rate(torch.randn(4096, 4096), torch.randn(4096, 4096))  # float32
     flop = flops_per_sample(X.shape[1]) * X.shape[0]
     print(
         f"torch {torch.__version__}, threads={args.threads}, {X.shape[0]} x {X.shape[1]}; "

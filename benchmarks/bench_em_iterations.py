@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from baseline import BASELINE_COMMIT, REPO, baseline_modules
+from baseline import BASELINE_COMMIT, REPO, baseline_modules, matmul_rate
 
 from mixlib.data import prepare
 from mixlib.models import gmm_em
@@ -81,18 +81,6 @@ def load_mnist16(raw_dir: str):
 
 
 # --- timing ---------------------------------------------------------------------------------------
-
-
-def matmul_rate(n: int = 2000, repeats: int = 3) -> float:
-    """float64 FLOP/s of an n x n numpy matmul (the machine's large-GEMM rate)."""
-    a, b = np.random.default_rng(0).random((2, n, n))
-    a @ b
-    best = np.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
 
 
 def time_biglearn(cls, X, K, n_iter, dtype="float64"):
@@ -252,7 +240,7 @@ def main(argv=None):
         crossover()
         return 0
     OldGMM, OldBL = load_baseline()
-    rate = matmul_rate()
+    rate = matmul_rate(*np.random.default_rng(0).random((2, 2000, 2000)))  # float64
     print(
         f"torch {torch.__version__}, numpy {np.__version__}, threads={args.threads}; "
         f"2000x2000 float64 matmul: {rate / 1e9:.1f} GFLOP/s; baseline: {BASELINE_COMMIT}"
