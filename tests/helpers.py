@@ -66,3 +66,10 @@ def mlflow_runs(uri, experiment="tiny"):
 def load_config(name: str = "tiny") -> dict:
     """A fresh copy of ``config/<name>.yaml``."""
     return yaml.safe_load((ROOT / f"config/{name}.yaml").read_text())
+
+
+def flushes_subnormals() -> bool:
+    """Whether the CPU flushes subnormal float32 results to zero right now (FTZ/DAZ on)."""
+    import torch
+
+    return bool(torch.tensor([1e-39], dtype=torch.float32).mul(1.0).item() == 0.0)

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import flushes_subnormals
 from sklearn.base import clone
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
@@ -64,16 +65,13 @@ def test_n2d_trains_its_auto_encoder_with_subnormals_flushed():
         pytest.skip("this CPU cannot flush subnormals")
     torch.set_flush_denormal(False)
 
-    def flushes():
-        return bool(torch.tensor([1e-39], dtype=torch.float32).mul(1.0).item() == 0.0)
-
     X, _ = _blobs(120, 3, 6)
     seen = []
     N2D(3, random_state=0, **dict(_SMALL, pretrain_epochs=2)).fit(
-        X, callback=lambda p: seen.append(flushes())
+        X, callback=lambda p: seen.append(flushes_subnormals())
     )
     assert seen == [True, True, False]  # two epochs flushed; UMAP and the mixture are not
-    assert not flushes()
+    assert not flushes_subnormals()
 
 
 def test_n2d_same_seed_same_labels_init_labels_ignored():

@@ -12,6 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from helpers import flushes_subnormals
 from sklearn.base import clone
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
@@ -179,11 +180,6 @@ def test_deep_power_kmeans_recovers_blobs(tmp_path):
     assert all(p.stat().st_size > 0 for p in paths)
 
 
-def _flushes_subnormals() -> bool:
-    """Whether the CPU flushes subnormal float32 results to zero right now."""
-    return bool(torch.tensor([1e-39], dtype=torch.float32).mul(1.0).item() == 0.0)
-
-
 @pytest.mark.parametrize("flush", [True, False])
 def test_deep_power_kmeans_trains_with_subnormals_flushed(flush):
     """Training runs with FTZ/DAZ on (the default) or off, as asked, and the process's default
@@ -195,10 +191,10 @@ def test_deep_power_kmeans_trains_with_subnormals_flushed(flush):
     seen = []
     kw = dict(_SMALL, n_rounds=1, epochs_per_s=1, pretrain_epochs=1)
     DeepPowerKMeans(3, random_state=0, flush_denormal=flush, **kw).fit(
-        _minmax(X), callback=lambda p: seen.append(_flushes_subnormals())
+        _minmax(X), callback=lambda p: seen.append(flushes_subnormals())
     )
     assert seen == [flush, flush]
-    assert not _flushes_subnormals()
+    assert not flushes_subnormals()
 
 
 def test_deep_power_kmeans_default_architecture_and_params():
