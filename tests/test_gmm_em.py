@@ -106,6 +106,19 @@ def test_floor_redoes_a_failed_float32_eigendecomposition_in_float64(monkeypatch
     )
 
 
+def test_floor_of_a_collapsed_float32_covariance_is_finite():
+    """A component that lost every point in a block leaves a covariance of zeros and subnormal
+    cross terms; LAPACK's float32 eigensolver returns NaN for it without raising (it stopped
+    BigLearn-EM on Pendigits, seed 5, at iteration 32). The floor must give eps * I there."""
+    C = torch.zeros(1, 16, 16, dtype=torch.float32)
+    C[0, 3, 3] = C[0, 9, 9] = 1e-2
+    C[0, 0, 1] = C[0, 1, 0] = 1e-44  # subnormal in float32
+    assert torch.isnan(torch.linalg.eigh(C)[0]).any()  # the failure this guards against
+    out = floor_eigenvalues(C, 1e-2)
+    assert out.dtype == torch.float32
+    np.testing.assert_allclose(out[0].numpy(), 1e-2 * np.eye(16), atol=1e-9)
+
+
 # --- equivalence with scikit-learn ------------------------------------------------------------
 
 

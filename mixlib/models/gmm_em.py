@@ -130,10 +130,16 @@ def floor_eigenvalues(covariances: torch.Tensor, eps: float) -> torch.Tensor:
     _, info = torch.linalg.cholesky_ex(out - eps * eye)
     bad = torch.nonzero(info != 0).flatten()
     if bad.numel():
+        # LAPACK's float32 solver can fail on a collapsed component: raise that it did not
+        # converge (seen once in 160 BigLearn-EM fits), or return NaN without a word (a zero
+        # matrix with subnormal off-diagonal entries, a component that lost every point in a
+        # block: Pendigits, seed 5). Either way, redo those matrices in float64.
         try:
             evals, evecs = torch.linalg.eigh(out[bad])
-        except torch.linalg.LinAlgError:  # LAPACK's float32 solver can fail to converge on
-            # ill-conditioned input (seen once in 160 BigLearn-EM fits): redo it in float64
+            failed = not bool(torch.isfinite(evals).all() and torch.isfinite(evecs).all())
+        except torch.linalg.LinAlgError:
+            failed = True
+        if failed:
             evals, evecs = (t.to(out.dtype) for t in torch.linalg.eigh(out[bad].double()))
         fixed = (evecs * evals.clamp_min(eps).unsqueeze(-2)) @ evecs.mT
         out = out.clone()
