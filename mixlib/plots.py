@@ -133,10 +133,11 @@ def metrics_vs_value(
 
 def model_figures(model, X, outdir: str | Path, image_shape=()) -> list[Path]:
     """The figures of a fitted model (PNG files in ``outdir``), picked by its ``kind``: MixMate's
-    atoms, reconstructions and curves; deep power k-means' losses per round and embedding; N2D's
-    reconstruction curve and clusters on a 2-D UMAP map; a Gaussian mixture's log-likelihood
-    curve, means and samples (image data); for any other kind its ``history_`` curves. ``X`` are the rows it was fitted on, ``image_shape`` e.g. (28, 28)
-    for images, () otherwise."""
+    atoms, reconstructions and curves; deep power k-means' losses per round and embedding; DEC's
+    and IDEC's curves and embedding; N2D's reconstruction curve and clusters on a 2-D UMAP map;
+    a Gaussian mixture's log-likelihood curve, means and samples (image data); for any other
+    kind its ``history_`` curves. ``X`` are the rows it was fitted on, ``image_shape`` e.g.
+    (28, 28) for images, () otherwise."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     draw = _MODEL_FIGURES.get(getattr(model, "kind", None))
@@ -250,21 +251,40 @@ def _deep_power_kmeans_figures(model, X, outdir: Path, image_shape) -> list[Path
     fig.tight_layout()
     paths.append(outdir / "round_losses.png")
     fig.savefig(paths[-1], dpi=80)
+    paths.append(_embedding_pca(Z, labels, R, outdir / "embedding.png"))
+    return paths
 
-    # PCA of the embedding (centred on the data, projected with the same axes)
+
+def _embedding_pca(Z, labels, centres, path: Path) -> Path:
+    """PCA of an embedding Z (N, e) coloured by cluster, the centres (K, e) as crosses (centred
+    on the data, projected with the same axes)."""
+    from matplotlib.figure import Figure  # Agg canvas, no pyplot global state
+
     mu = Z.mean(0)
     _, _, Vt = np.linalg.svd(Z - mu, full_matrices=False)
     P = Vt[:2].T if Vt.shape[0] >= 2 else np.eye(Z.shape[1], 2)
-    Z2, R2 = (Z - mu) @ P, (R - mu) @ P
+    Z2, R2 = (Z - mu) @ P, (centres - mu) @ P
     fig = Figure(figsize=(5, 5))
     ax = fig.subplots()
     ax.scatter(Z2[:, 0], Z2[:, 1], c=labels, cmap="tab10", s=4, alpha=0.7)
     ax.scatter(R2[:, 0], R2[:, 1], c="k", marker="x", s=60)
     ax.set(title="embedding (PCA), coloured by cluster", xlabel="PC 1", ylabel="PC 2")
     fig.tight_layout()
-    paths.append(outdir / "embedding.png")
-    fig.savefig(paths[-1], dpi=80)
-    return paths
+    fig.savefig(path, dpi=80)
+    return path
+
+
+def _embedded_clustering_figures(model, X, outdir: Path, image_shape) -> list[Path]:
+    """DEC and IDEC: ``curves.png`` (pre-training reconstruction per epoch; KL, label changes
+    and, IDEC, reconstruction per update of the target) and ``embedding.png`` (PCA of the
+    embedding, coloured by cluster, centres as crosses)."""
+    title = f"{model.kind} seed {model.random_state}"
+    return [
+        curves(model.history_, outdir / "curves.png", title=title),
+        _embedding_pca(
+            model.transform(X), model.predict(X), model.cluster_centers_, outdir / "embedding.png"
+        ),
+    ]
 
 
 def _n2d_figures(model, X, outdir: Path, image_shape) -> list[Path]:
@@ -322,6 +342,8 @@ _MODEL_FIGURES = {
     "mixmate": _mixmate_figures,
     "deep_power_kmeans": _deep_power_kmeans_figures,
     "n2d": _n2d_figures,
+    "dec": _embedded_clustering_figures,
+    "idec": _embedded_clustering_figures,
     "gmm_em": _gaussian_mixture_figures,
     "biglearn_em": _gaussian_mixture_figures,
 }

@@ -26,6 +26,7 @@ _MODEL_MODULES = [
     "mixlib.models.biglearn",
     "mixlib.models.power_kmeans",
     "mixlib.models.n2d",
+    "mixlib.models.dec",
 ]
 
 
@@ -95,6 +96,20 @@ def _literal(node):
         return ast.unparse(node)  # a non-literal default: kept as its source text
 
 
+def _constraints(node, by_class: dict[str, dict]) -> dict:
+    """A literal ``_parameter_constraints`` dict, which may start from an earlier class's in the
+    same module (``{**DEC._parameter_constraints, "gamma": ...}``)."""
+    if not isinstance(node, ast.Dict):
+        return ast.literal_eval(node)
+    out = {}
+    for key, value in zip(node.keys, node.values):
+        if key is None:  # ** of Base._parameter_constraints
+            out.update(by_class[value.value.id])
+        else:
+            out[ast.literal_eval(key)] = ast.literal_eval(value)
+    return out
+
+
 @functools.cache
 def _static_specs() -> dict[str, ModelSpec]:
     """The built-in models read from their source files without importing them (no torch, no
@@ -109,6 +124,7 @@ def _static_specs() -> dict[str, ModelSpec]:
         if spec is None or spec.origin is None:
             continue
         tree = ast.parse(Path(spec.origin).read_text())
+        by_class: dict[str, dict] = {}  # constraints of the classes read so far in this module
         for cls in tree.body:
             if not isinstance(cls, ast.ClassDef):
                 continue
@@ -140,7 +156,7 @@ def _static_specs() -> dict[str, ModelSpec]:
             }
             constraints = next(
                 (
-                    ast.literal_eval(node.value)
+                    _constraints(node.value, by_class)
                     for node in cls.body
                     if isinstance(node, ast.Assign | ast.AnnAssign)
                     and getattr(
@@ -150,6 +166,7 @@ def _static_specs() -> dict[str, ModelSpec]:
                 ),
                 {},
             )
+            by_class[cls.name] = constraints
             for kind in kinds:
                 out[kind] = ModelSpec(kind, cls.name, params, mod, constraints)
     return out

@@ -496,6 +496,22 @@ class _IntraOpThreads:
             torch.set_num_threads(self.prev)
 
 
+def thread_invariant(device: torch.device, owner: str) -> _IntraOpThreads:
+    """The intra-op threads a torch fit on ``device`` runs with so that its result does not
+    depend on the thread count: torch's as they are on a GPU or with MKL's strict CNR mode on,
+    else one (with a warning naming ``owner`` and the remedy). Use as a context manager."""
+    if device.type == "cpu" and MKL_CNR != "strict" and torch.get_num_threads() > 1:
+        warnings.warn(
+            f"MKL strict CNR mode is not on ({MKL_CNR}): {owner} runs with one intra-op thread "
+            "so that its labels do not depend on the thread count (set MKL_CBWR=AUTO,STRICT, or "
+            "import mixlib.models.power_kmeans before any torch computation, to use more)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return _IntraOpThreads(1)
+    return _IntraOpThreads(None)
+
+
 @register("deep_power_kmeans")
 class DeepPowerKMeans(TorchModel):
     """Deep power k-means: an auto-encoder trained jointly with the power k-means loss.
@@ -652,18 +668,7 @@ class DeepPowerKMeans(TorchModel):
         lab = check_init_labels(init_labels, X.shape[0], self.n_clusters)
         dev = self._torch_device()
         self.mkl_cnr_ = MKL_CNR
-        threads = None
-        if dev.type == "cpu" and MKL_CNR != "strict" and torch.get_num_threads() > 1:
-            threads = 1
-            warnings.warn(
-                f"MKL strict CNR mode is not on ({MKL_CNR}): DeepPowerKMeans runs with one "
-                "intra-op thread so that its labels do not depend on the thread count (set "
-                "MKL_CBWR=AUTO,STRICT, or import mixlib.models.power_kmeans before any torch "
-                "computation, to use more)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        with _IntraOpThreads(threads), subnormals_flushed(self.flush_denormal):
+        with thread_invariant(dev, type(self).__name__), subnormals_flushed(self.flush_denormal):
             self.fit_threads_ = torch.get_num_threads()
             return self._fit(X, lab, dev, callback)
 

@@ -1,0 +1,437 @@
+"""DEC and IDEC: deep embedded clustering by self-training on a sharpened soft assignment.
+
+- DEC: Xie, Girshick & Farhadi, "Unsupervised Deep Embedding for Clustering Analysis",
+  ICML 2016.
+- IDEC: Guo, Gao, Liu & Yin, "Improved Deep Embedded Clustering with Local Structure
+  Preservation", IJCAI 2017.
+
+Both pre-train an auto-encoder ``d-500-500-2000-10`` (ReLU hidden layers, linear embedding and
+output) on the reconstruction loss, seed ``K`` centres by k-means on its embedding, then train
+the encoder and the centres on ``KL(P || Q)``, where ``Q`` is the Student-t soft assignment
+
+    q_ij = (1 + ||z_i - mu_j||^2 / alpha)^(-(alpha + 1) / 2) / sum_j' (...)
+
+and the target ``P`` sharpens it, ``p_ij = (q_ij^2 / f_j) / sum_j' (q_ij'^2 / f_j')`` with
+``f_j = sum_i q_ij``. ``P`` is recomputed on the whole data set every ``update_interval``
+mini-batches and held fixed in between; training stops when fewer than ``tol`` of the labels
+changed between two updates, or after ``max_iter`` mini-batches. IDEC keeps the decoder and
+adds the reconstruction loss: ``L = MSE + gamma * KL`` (DEC drops the decoder after
+pre-training).
+
+Defaults follow the authors' Keras code for MNIST (github.com/XifengGuo/DEC-keras ``DEC.py``,
+which IDEC's code reuses for pre-training; github.com/XifengGuo/IDEC ``IDEC.py``):
+
+- pre-training: weights ``U(-sqrt(1/fan_in), sqrt(1/fan_in))`` (``VarianceScaling(1/3,
+  "fan_in", "uniform")``), zero biases; SGD with lr 1, momentum 0.9; 300 epochs of batches of
+  256 reshuffled every epoch; loss ``"mse"`` (mean over features and batch);
+- centres: k-means with 20 restarts on the embedding;
+- clustering: batches of 256 taken in the data's order, cyclically (the last partial batch
+  included); Keras' ``"kld"`` loss, ``sum_j p_ij log(p_ij / q_ij)`` with both clipped to
+  ``[1e-7, 1]``, averaged over the batch; ``update_interval = 140``, ``tol = 1e-3``,
+  ``max_iter = 20000``; DEC: SGD lr 0.01, momentum 0.9, encoder and centres; IDEC: Adam
+  (Keras' defaults: lr 1e-3, epsilon 1e-7) on the whole auto-encoder and the centres,
+  ``gamma = 0.1``.
+
+Deviations: torch instead of Keras; k-means by :func:`~mixlib.models.power_kmeans.kmeans_restarts`
+(thread-invariant, ``random_state``-seeded; the reference uses scikit-learn's ``KMeans`` without
+a seed); ``P`` and the label changes are computed in float64 numpy (the same bits whatever the
+thread count); ``labels_`` are the assignment of the final parameters (the reference returns the
+labels of the last update of ``P``, the same when training stops by ``tol``, up to
+``update_interval - 1`` mini-batches older when it stops at ``max_iter``); ``random_state``
+seeds the weights and the pre-training batch order. The DEC paper pre-trains layer-wise with
+dropout (50,000 iterations per layer, then 100,000 end to end); the Keras code trains end to end
+only, as here.
+
+Same seed, same labels whatever the thread count (MKL strict CNR mode, see
+:mod:`mixlib.models.power_kmeans`), subnormals flushed while training.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from . import register
+from .base import (
+    Progress,
+    TorchModel,
+    call,
+    centers_from_labels,
+    check_array_2d,
+    check_init_labels,
+    subnormals_flushed,
+)
+from .power_kmeans import (
+    MKL_CNR,
+    _AutoEncoder,
+    _sq_dist_direct,
+    kmeans_restarts,
+    thread_invariant,
+)
+
+_KLD_CLIP = 1e-7  # Keras' epsilon: "kld" clips both distributions to [1e-7, 1]
+
+
+def soft_assignment(Z: torch.Tensor, mu: torch.Tensor, alpha: float) -> torch.Tensor:
+    """(N, K) Student-t soft assignment of embeddings Z (N, e) to centres mu (K, e)."""
+    d2 = ((Z[:, None, :] - mu[None, :, :]) ** 2).sum(-1)
+    q = (1.0 + d2 / alpha) ** (-(alpha + 1.0) / 2.0)
+    return q / q.sum(1, keepdim=True)
+
+
+def target_distribution(q: np.ndarray) -> np.ndarray:
+    """(N, K) DEC's sharpened target ``P`` of a soft assignment ``q`` (N, K), in float64."""
+    w = q**2 / q.sum(0)
+    return w / w.sum(1, keepdims=True)
+
+
+def keras_kld(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Keras' ``kullback_leibler_divergence`` averaged over the batch."""
+    p = p.clamp(_KLD_CLIP, 1.0)
+    return (p * (p.log() - q.clamp(_KLD_CLIP, 1.0).log())).sum(1).mean()
+
+
+def _fan_in_uniform_(ae: torch.nn.Module, gen: torch.Generator, device, dtype) -> None:
+    """Keras ``VarianceScaling(1/3, "fan_in", "uniform")`` weights, zero biases, from ``gen``."""
+    ae.to_empty(device=device)
+    ae.to(dtype)
+    with torch.no_grad():
+        for m in ae.modules():
+            if isinstance(m, torch.nn.Linear):
+                b = 1.0 / math.sqrt(m.in_features)
+                w = torch.empty(m.weight.shape, dtype=torch.float64).uniform_(-b, b, generator=gen)
+                m.weight.copy_(w.to(device=device, dtype=dtype))
+                m.bias.zero_()
+
+
+class _EmbeddedClustering(TorchModel):
+    """What DEC and IDEC share; ``gamma`` None (DEC): KL only, encoder and centres trained."""
+
+    gamma = None
+
+    def _optimizer(self, params, kind: str, lr: float):
+        if kind == "sgd":
+            return torch.optim.SGD(params, lr=lr, momentum=0.9)
+        return torch.optim.Adam(params, lr=lr, eps=1e-7)  # Keras' Adam epsilon
+
+    # -- fit ------------------------------------------------------------------------------------
+    def fit(self, X, y=None, init_labels=None, callback=None):
+        """Train on ``X`` (N, d). ``init_labels`` (N,), optional (-1 = unlabelled): the centres
+        start at the means of the embeddings of the labelled points instead of k-means.
+        ``callback`` gets a :class:`~mixlib.models.base.Progress` after every pre-training epoch
+        (``{"reconstruction": mse}``) and at every update of the target (``{"kl": ...,
+        "delta_label": ...}``, IDEC also ``"reconstruction"``, with ``labels``)."""
+        self._validate_params()
+        X = check_array_2d(X, min_samples=self.n_clusters)
+        lab = check_init_labels(init_labels, X.shape[0], self.n_clusters)
+        dev = self._torch_device()
+        self.mkl_cnr_ = MKL_CNR
+        with thread_invariant(dev, type(self).__name__), subnormals_flushed(self.flush_denormal):
+            self.fit_threads_ = torch.get_num_threads()
+            return self._fit(X, lab, dev, callback)
+
+    def _fit(self, X, lab, dev, callback):
+        seed = self._seed()
+        dt = self._torch_dtype()
+        gen = torch.Generator().manual_seed(seed)  # CPU: same init and order on CPU and GPU
+        rng = np.random.default_rng(seed)
+        Xt = torch.as_tensor(np.asarray(X), dtype=dt).to(dev)
+        N, d = Xt.shape
+        n_updates = -(-self.max_iter // self.update_interval)
+        total = self.pretrain_epochs + n_updates
+        self.history_ = {
+            "pretrain_reconstruction": [],
+            "kl": [],
+            "delta_label": [],
+            "reconstruction": [],
+        }
+
+        # 1. the auto-encoder alone
+        self.ae_ = _AutoEncoder(d, tuple(int(h) for h in self.hidden_dims), self.embedding_size)
+        _fan_in_uniform_(self.ae_, gen, dev, dt)
+        opt = self._optimizer(self.ae_.parameters(), self.pretrain_optimizer, self.pretrain_lr)
+        for epoch in range(self.pretrain_epochs):
+            perm = torch.randperm(N, generator=gen).to(dev)
+            sse = torch.zeros((), dtype=dt, device=dev)
+            for i in range(0, N, self.batch_size):
+                xb = Xt[perm[i : i + self.batch_size]]
+                _, xr = self.ae_(xb)
+                loss = ((xr - xb) ** 2).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sse += loss.detach() * xb.shape[0]
+            mse = float(sse) / N  # one host sync per epoch
+            if not math.isfinite(mse):
+                raise FloatingPointError(f"{type(self).__name__} pre-training loss became {mse}")
+            self.history_["pretrain_reconstruction"].append(mse)
+            call(callback, Progress(epoch + 1, total, {"reconstruction": mse}))
+
+        # 2. centres: k-means on the embedding (or the means of the labelled points)
+        Z0 = self._embed(Xt).double().cpu().numpy()
+        if lab is not None:
+            C0 = centers_from_labels(Z0, lab, self.n_clusters, rng)
+        else:
+            C0, _ = kmeans_restarts(Z0, self.n_clusters, rng, self.n_init)
+        self.init_labels_ = _sq_dist_direct(Z0, C0).argmin(1).astype(np.int64)
+        self.cluster_centers_t_ = torch.nn.Parameter(torch.as_tensor(C0, dtype=dt, device=dev))
+
+        # 3. self-training on the target P
+        mu = self.cluster_centers_t_
+        idec = self.gamma is not None
+        trained = self.ae_ if idec else self.ae_.encoder
+        opt = self._optimizer([*trained.parameters(), mu], self.optimizer, self.lr)
+        bs = self.batch_size
+        n_batches = -(-N // bs)
+        y_last = self.init_labels_
+        kl_sum = torch.zeros((), dtype=dt, device=dev)  # since the last update of P
+        rec_sum = torch.zeros((), dtype=dt, device=dev)
+        since, step, b = 0, self.pretrain_epochs, 0
+        for ite in range(self.max_iter):
+            if ite % self.update_interval == 0:
+                q = self._soft(Xt)
+                P = torch.as_tensor(target_distribution(q), dtype=dt, device=dev)
+                y_now = q.argmax(1).astype(np.int64)
+                delta = float(np.mean(y_now != y_last))
+                y_last = y_now
+                step += 1
+                metrics = {"delta_label": delta}
+                if since:  # one host sync per update
+                    metrics["kl"] = float(kl_sum) / since
+                    self.history_["kl"].append(metrics["kl"])
+                    if idec:
+                        metrics["reconstruction"] = float(rec_sum) / since
+                        self.history_["reconstruction"].append(metrics["reconstruction"])
+                    if not all(math.isfinite(v) for v in metrics.values()):
+                        raise FloatingPointError(
+                            f"{type(self).__name__} loss became non-finite: {metrics}"
+                        )
+                self.history_["delta_label"].append(delta)
+                call(callback, Progress(step, total, metrics, labels=lambda y=y_now: y))
+                if ite > 0 and delta < self.tol:
+                    break
+                kl_sum = torch.zeros((), dtype=dt, device=dev)
+                rec_sum = torch.zeros((), dtype=dt, device=dev)
+                since = 0
+            xb, pb = Xt[b * bs : (b + 1) * bs], P[b * bs : (b + 1) * bs]
+            b = (b + 1) % n_batches
+            if idec:
+                zb, xr = self.ae_(xb)
+                rec = ((xr - xb) ** 2).mean()
+            else:
+                zb = self.ae_.encoder(xb)
+            kl = keras_kld(pb, soft_assignment(zb, mu, self.alpha))
+            loss = rec + self.gamma * kl if idec else kl
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            kl_sum = kl_sum + kl.detach()
+            if idec:
+                rec_sum = rec_sum + rec.detach()
+            since += 1
+        self.n_iter_ = ite + 1
+        self.cluster_centers_ = mu.detach().double().cpu().numpy()
+        self.labels_ = self._soft(Xt).argmax(1).astype(np.int64)
+        return self
+
+    # -- inference ------------------------------------------------------------------------------
+    def _embed(self, Xt: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+        with torch.inference_mode():
+            return torch.cat(
+                [self.ae_.encoder(Xt[i : i + batch]) for i in range(0, len(Xt), batch)]
+            )
+
+    def _soft(self, Xt: torch.Tensor) -> np.ndarray:
+        """(N, K) float64 soft assignment of the rows of ``Xt`` under the current parameters."""
+        Z = self._embed(Xt).double().cpu().numpy()
+        mu = self.cluster_centers_t_.detach().double().cpu().numpy()
+        q = (1.0 + _sq_dist_direct(Z, mu) / self.alpha) ** (-(self.alpha + 1.0) / 2.0)
+        return q / q.sum(1, keepdims=True)
+
+    def _to_tensor(self, X) -> torch.Tensor:
+        if not hasattr(self, "cluster_centers_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted yet; call fit first")
+        X = check_array_2d(X)
+        p = self.ae_.encoder[0].in_features
+        if X.shape[1] != p:
+            raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {p}")
+        w = self.ae_.encoder[0].weight
+        return torch.as_tensor(np.asarray(X), dtype=w.dtype).to(w.device)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """(N, K) soft assignment Q."""
+        return self._soft(self._to_tensor(X))
+
+    def predict(self, X) -> np.ndarray:
+        return self.predict_proba(X).argmax(1).astype(np.int64)
+
+    def transform(self, X) -> np.ndarray:
+        """(N, e) embeddings."""
+        return self._embed(self._to_tensor(X)).double().cpu().numpy()
+
+    def n_parameters(self) -> int:
+        """The trained network (DEC: the encoder; IDEC: encoder and decoder) and the centres."""
+        if not hasattr(self, "cluster_centers_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted yet; call fit first")
+        net = self.ae_ if self.gamma is not None else self.ae_.encoder
+        return int(sum(p.numel() for p in net.parameters()) + self.cluster_centers_.size)
+
+
+@register("dec")
+class DEC(_EmbeddedClustering):
+    """Deep Embedded Clustering (Xie et al. 2016), the authors' Keras recipe for MNIST.
+
+    Parameters
+    ----------
+    n_clusters : int, default 10
+    hidden_dims : tuple of int, default (500, 500, 2000)
+        Encoder hidden widths (the decoder mirrors them).
+    embedding_size : int, default 10
+    pretrain_epochs : int >= 0, default 300
+    pretrain_optimizer : {"sgd", "adam"}, default "sgd" (momentum 0.9; Adam: epsilon 1e-7)
+    pretrain_lr : float, default 1.0
+    batch_size : int, default 256 (both phases)
+    alpha : float > 0, default 1.0
+        Degrees of freedom of the Student-t kernel.
+    n_init : int >= 1, default 20
+        k-means restarts on the pre-trained embedding.
+    optimizer : {"sgd", "adam"}, default "sgd"
+        Of the clustering phase (SGD: momentum 0.9).
+    lr : float, default 0.01
+    max_iter : int >= 1, default 20000
+        Mini-batches of the clustering phase at most.
+    update_interval : int >= 1, default 140
+        Mini-batches between two updates of the target ``P``.
+    tol : float >= 0, default 1e-3
+        Stop when fewer than this fraction of the labels changed between two updates.
+    flush_denormal : bool, default True
+        Train with subnormal floats flushed to zero on the CPU.
+    device : str, default "auto" (CUDA when present)
+    dtype : {"float32", "float64"}, default "float32"
+    random_state : int or None
+
+    Attributes
+    ----------
+    labels_ : (N,) most probable cluster under the final parameters.
+    init_labels_ : (N,) nearest k-means centre on the pre-trained embedding.
+    cluster_centers_ : (K, e) centres in the embedding (numpy).
+    n_iter_ : clustering mini-batches run (the last counted one is the update that stopped it).
+    history_ : "pretrain_reconstruction" per pre-training epoch; per update of P:
+        "delta_label", "kl" (mean batch KL since the previous update), IDEC also
+        "reconstruction".
+    """
+
+    def __init__(
+        self,
+        n_clusters=10,
+        hidden_dims=(500, 500, 2000),
+        embedding_size=10,
+        pretrain_epochs=300,
+        pretrain_optimizer="sgd",
+        pretrain_lr=1.0,
+        batch_size=256,
+        alpha=1.0,
+        n_init=20,
+        optimizer="sgd",
+        lr=0.01,
+        max_iter=20000,
+        update_interval=140,
+        tol=1e-3,
+        flush_denormal=True,
+        device="auto",
+        dtype="float32",
+        random_state=None,
+    ):
+        self.n_clusters = n_clusters
+        self.hidden_dims = hidden_dims
+        self.embedding_size = embedding_size
+        self.pretrain_epochs = pretrain_epochs
+        self.pretrain_optimizer = pretrain_optimizer
+        self.pretrain_lr = pretrain_lr
+        self.batch_size = batch_size
+        self.alpha = alpha
+        self.n_init = n_init
+        self.optimizer = optimizer
+        self.lr = lr
+        self.max_iter = max_iter
+        self.update_interval = update_interval
+        self.tol = tol
+        self.flush_denormal = flush_denormal
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+
+    _parameter_constraints = {
+        "n_clusters": "int >= 1",
+        "hidden_dims": "ints >= 1",
+        "embedding_size": "int >= 1",
+        "pretrain_epochs": "int >= 0",
+        "pretrain_optimizer": {"sgd", "adam"},
+        "pretrain_lr": "real > 0",
+        "batch_size": "int >= 1",
+        "alpha": "real > 0",
+        "n_init": "int >= 1",
+        "optimizer": {"sgd", "adam"},
+        "lr": "real > 0",
+        "max_iter": "int >= 1",
+        "update_interval": "int >= 1",
+        "tol": "real >= 0",
+        "flush_denormal": "bool",
+        "device": "str",
+        "dtype": {"float32", "float64"},
+        "random_state": ["int >= 0", None],
+    }
+
+
+@register("idec")
+class IDEC(_EmbeddedClustering):
+    """Improved DEC (Guo et al. 2017): DEC's clustering loss weighted by ``gamma`` plus the
+    auto-encoder's reconstruction loss, the decoder kept. Parameters as :class:`DEC`, with
+    ``gamma`` (float > 0, default 0.1) and the clustering phase's optimiser Adam, lr 1e-3 (the
+    authors' MNIST setting)."""
+
+    def __init__(
+        self,
+        n_clusters=10,
+        hidden_dims=(500, 500, 2000),
+        embedding_size=10,
+        pretrain_epochs=300,
+        pretrain_optimizer="sgd",
+        pretrain_lr=1.0,
+        batch_size=256,
+        alpha=1.0,
+        n_init=20,
+        optimizer="adam",
+        lr=1e-3,
+        max_iter=20000,
+        update_interval=140,
+        tol=1e-3,
+        gamma=0.1,
+        flush_denormal=True,
+        device="auto",
+        dtype="float32",
+        random_state=None,
+    ):
+        self.n_clusters = n_clusters
+        self.hidden_dims = hidden_dims
+        self.embedding_size = embedding_size
+        self.pretrain_epochs = pretrain_epochs
+        self.pretrain_optimizer = pretrain_optimizer
+        self.pretrain_lr = pretrain_lr
+        self.batch_size = batch_size
+        self.alpha = alpha
+        self.n_init = n_init
+        self.optimizer = optimizer
+        self.lr = lr
+        self.max_iter = max_iter
+        self.update_interval = update_interval
+        self.tol = tol
+        self.gamma = gamma
+        self.flush_denormal = flush_denormal
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+
+    _parameter_constraints = {**DEC._parameter_constraints, "gamma": "real > 0"}

@@ -1,0 +1,207 @@
+"""Unit tests of DEC and IDEC (mixlib/models/dec.py): the loss and target against their
+definitions, the stopping rule, the progress callback, the estimator contract, same seed same
+labels (also across thread counts, in a fresh process), and on digits that both improve on the
+k-means clustering of the embedding they start from (what the methods claim)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits, make_blobs
+
+from mixlib.metrics import clustering_accuracy
+from mixlib.models import build_model, model_spec
+from mixlib.models.dec import DEC, IDEC, keras_kld, soft_assignment, target_distribution
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+_TINY = dict(hidden_dims=(32, 32, 64), pretrain_epochs=3, batch_size=64, device="cpu")
+
+
+def _blobs(n=300, k=3, d=12, seed=0):
+    X, y = make_blobs(n, centers=k, n_features=d, cluster_std=1.0, random_state=seed)
+    X = X - X.min(0)
+    return (X / X.max(0)).astype(np.float32), y
+
+
+def test_soft_assignment_target_and_kld_follow_their_definitions():
+    rng = np.random.default_rng(0)
+    Z, mu = rng.normal(size=(7, 3)), rng.normal(size=(4, 3))
+    for alpha in (1.0, 2.5):
+        q = soft_assignment(torch.as_tensor(Z), torch.as_tensor(mu), alpha).numpy()
+        d2 = ((Z[:, None] - mu[None]) ** 2).sum(-1)
+        ref = (1 + d2 / alpha) ** (-(alpha + 1) / 2)
+        np.testing.assert_allclose(q, ref / ref.sum(1, keepdims=True), rtol=1e-12)
+    p = target_distribution(q)
+    np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-12)
+    f = q.sum(0)
+    ref = q**2 / f
+    np.testing.assert_allclose(p, ref / ref.sum(1, keepdims=True), rtol=1e-12)
+    assert np.all(p.max(1) >= q.max(1) - 1e-12)  # P sharpens Q
+    # Keras' kld: both clipped to [1e-7, 1], summed over clusters, mean over the batch
+    q_t = torch.as_tensor(q)
+    q_t[0, 0] = 0.0
+    kl = keras_kld(torch.as_tensor(p), q_t).item()
+    pc, qc = np.clip(p, 1e-7, 1), np.clip(q_t.numpy(), 1e-7, 1)
+    assert kl == pytest.approx(float(np.mean(np.sum(pc * np.log(pc / qc), 1))), rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["dec", "idec"])
+def test_fit_contract_progress_and_same_seed_same_labels(kind):
+    X, y = _blobs()
+    seen = []
+    kw = dict(_TINY, max_iter=60, update_interval=10, tol=0.0)
+    m = build_model(kind, n_clusters=3, random_state=1, **kw).fit(X, callback=seen.append)
+    assert m.labels_.shape == (300,) and m.labels_.dtype == np.int64
+    assert m.init_labels_.shape == (300,) and clustering_accuracy(y, m.init_labels_) > 0.9
+    assert np.array_equal(m.predict(X), m.labels_)
+    np.testing.assert_allclose(m.predict_proba(X).sum(1), 1.0, rtol=1e-12)
+    assert m.transform(X[:5]).shape == (5, 10) and m.cluster_centers_.shape == (3, 10)
+    # tol = 0 never stops early: every mini-batch runs, P is updated every 10
+    assert m.n_iter_ == 60 and len(m.history_["delta_label"]) == 6
+    assert len(m.history_["pretrain_reconstruction"]) == 3
+    assert [p.step for p in seen] == list(range(1, 10)) and {p.total for p in seen} == {9}
+    assert all(p.labels is None for p in seen[:3]) and "reconstruction" in seen[0].metrics
+    upd = seen[3:]
+    assert all("delta_label" in p.metrics for p in upd) and "kl" not in upd[0].metrics
+    assert all(p.metrics["kl"] >= 0 for p in upd[1:])
+    assert ("reconstruction" in upd[1].metrics) == (kind == "idec")
+    enc = sum(p.numel() for p in m.ae_.encoder.parameters())
+    net = enc if kind == "dec" else sum(p.numel() for p in m.ae_.parameters())
+    assert m.n_parameters() == net + 3 * 10
+    again = build_model(kind, n_clusters=3, random_state=1, **kw).fit(X)
+    assert np.array_equal(again.labels_, m.labels_)
+    assert np.array_equal(again.cluster_centers_, m.cluster_centers_)
+    # labelled points seed the centres at their embeddings' means
+    lab = np.full(300, -1)
+    lab[:30] = y[:30]
+    seeded = build_model(kind, n_clusters=3, random_state=1, **kw).fit(X, init_labels=lab)
+    assert clustering_accuracy(y, seeded.init_labels_) > 0.9
+
+
+def test_stops_when_few_labels_change():
+    """The first update (iteration 0) never stops; with tol = 1 the second one does."""
+    X, _ = _blobs()
+    m = DEC(3, random_state=0, **dict(_TINY, max_iter=500, update_interval=7, tol=1.0)).fit(X)
+    assert m.n_iter_ == 8 and len(m.history_["delta_label"]) == 2
+
+
+def test_defaults_are_the_reference_recipe_and_errors_name_the_problem():
+    d, i = DEC(), IDEC()
+    assert (d.hidden_dims, d.embedding_size, d.batch_size) == ((500, 500, 2000), 10, 256)
+    assert (d.pretrain_epochs, d.pretrain_optimizer, d.pretrain_lr) == (300, "sgd", 1.0)
+    assert (d.optimizer, d.lr, d.max_iter, d.update_interval, d.tol) == (
+        "sgd",
+        0.01,
+        20000,
+        140,
+        1e-3,
+    )
+    assert (i.optimizer, i.lr, i.gamma, d.n_init) == ("adam", 1e-3, 0.1, 20)
+    assert model_spec("idec").constraints["gamma"] == "real > 0"  # read without importing
+    with pytest.raises(RuntimeError, match="not fitted"):
+        DEC().predict(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="gamma"):
+        IDEC(gamma=-1.0).fit(_blobs()[0])
+    m = DEC(3, random_state=0, **dict(_TINY, max_iter=5)).fit(_blobs()[0])
+    with pytest.raises(ValueError, match="12"):
+        m.predict(np.zeros((2, 5), dtype=np.float32))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["dec", "idec"])
+def test_improves_on_kmeans_of_its_embedding_on_digits(kind):
+    """What DEC and IDEC claim: self-training moves the clustering beyond the k-means one of the
+    pre-trained embedding it starts from (digits, a narrower net, a short schedule)."""
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32)
+    kw = dict(hidden_dims=(256, 256, 1000), pretrain_epochs=40, max_iter=1500)
+    m = build_model(
+        kind, n_clusters=10, random_state=0, update_interval=70, n_init=5, device="cpu", **kw
+    ).fit(X)
+    init, final = clustering_accuracy(y, m.init_labels_), clustering_accuracy(y, m.labels_)
+    assert final >= init + 0.02, (init, final)
+
+
+def test_same_labels_at_1_and_2_threads():
+    """In a fresh process (MKL's strict mode is set on import, before MKL's first call): DEC and
+    IDEC at 2 and at 1 intra-op threads give bitwise equal labels and centres."""
+    code = textwrap.dedent(
+        """
+        import numpy as np, torch
+        from mixlib.models import dec
+        from mixlib.models import power_kmeans as pk
+        assert pk.MKL_CNR in ("strict", "no MKL"), pk.MKL_CNR
+        rng = np.random.default_rng(0)
+        X = (rng.random((400, 784)) * (rng.random((400, 784)) < 0.2)).astype(np.float32)
+        for cls in (dec.DEC, dec.IDEC):
+            out = []
+            for nt in (2, 1):
+                torch.set_num_threads(nt)
+                m = cls(5, pretrain_epochs=2, max_iter=40, update_interval=10, tol=0.0,
+                        device="cpu", random_state=3).fit(X)
+                assert m.fit_threads_ == nt, (m.fit_threads_, nt)
+                out.append((m.labels_, m.cluster_centers_))
+            assert np.array_equal(out[0][0], out[1][0])
+            assert np.array_equal(out[0][1], out[1][1])
+        print("OK", pk.MKL_CNR)
+        """
+    )
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr
+
+
+def test_figures(tmp_path):
+    from mixlib import plots
+
+    X, _ = _blobs()
+    m = IDEC(3, random_state=0, **dict(_TINY, max_iter=30, update_interval=10, tol=0.0)).fit(X)
+    paths = plots.model_figures(m, X, tmp_path)
+    assert {p.name for p in paths} == {"curves.png", "embedding.png"}
+    assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_train_and_evaluate_stages_record_init_and_train_rows(tmp_path):
+    """Through the pipeline's stages: the INIT record is the k-means clustering of the
+    pre-trained embedding, TRAIN the self-trained one; parameter count and figures written."""
+    import json
+
+    from mixlib import data, pipeline
+
+    X, y = _blobs(240, 3, 12, seed=2)
+    meta = {"name": "b", "n_clusters": 3}
+    data.save_prepared(data.Dataset(X, y, "b", (), meta, None), tmp_path / "b.npz")
+    pipeline.train_model(
+        data_path=str(tmp_path / "b.npz"),
+        init_path=None,
+        kind="idec",
+        params=dict(_TINY, max_iter=40, update_interval=10),
+        seed=0,
+        eval_every=1,
+        out_labels=str(tmp_path / "labels.npz"),
+        out_info=str(tmp_path / "info.json"),
+        artifact_dir=str(tmp_path / "fig"),
+    )
+    pipeline.evaluate(
+        data_path=str(tmp_path / "b.npz"),
+        labels_path=str(tmp_path / "labels.npz"),
+        info_path=str(tmp_path / "info.json"),
+        dataset="b",
+        model="idec",
+        init="none",
+        seed=0,
+        mean_of_last=None,
+        out_record=str(tmp_path / "eval.json"),
+    )
+    records = {r["stage"]: r for r in json.loads((tmp_path / "eval.json").read_text())}
+    assert set(records) == {"init", "train"} and records["train"]["acc"] > 0.9
+    info = json.loads((tmp_path / "info.json").read_text())
+    assert info["n_parameters"] == records["train"]["params"] > 0
+    assert {p.name for p in (tmp_path / "fig").iterdir()} == {"curves.png", "embedding.png"}
