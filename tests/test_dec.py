@@ -129,6 +129,7 @@ def test_improves_on_kmeans_of_its_embedding_on_digits(kind):
     assert final >= init + 0.02, (init, final)
 
 
+@pytest.mark.slow
 def test_same_labels_at_1_and_2_threads():
     """In a fresh process (MKL's strict mode is set on import, before MKL's first call): DEC and
     IDEC at 2 and at 1 intra-op threads give bitwise equal labels and centres."""
