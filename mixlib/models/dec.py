@@ -170,7 +170,7 @@ class _EmbeddedClustering(TorchModel):
             call(callback, Progress(epoch + 1, total, {"reconstruction": mse}))
 
         # 2. centres: k-means on the embedding (or the means of the labelled points)
-        Z0 = self._embed(Xt).double().cpu().numpy()
+        Z0 = self.ae_.embed(Xt).double().cpu().numpy()
         if lab is not None:
             C0 = centers_from_labels(Z0, lab, self.n_clusters, rng)
         else:
@@ -237,15 +237,9 @@ class _EmbeddedClustering(TorchModel):
         return self
 
     # -- inference ------------------------------------------------------------------------------
-    def _embed(self, Xt: torch.Tensor, batch: int = 4096) -> torch.Tensor:
-        with torch.inference_mode():
-            return torch.cat(
-                [self.ae_.encoder(Xt[i : i + batch]) for i in range(0, len(Xt), batch)]
-            )
-
     def _soft(self, Xt: torch.Tensor) -> np.ndarray:
         """(N, K) float64 soft assignment of the rows of ``Xt`` under the current parameters."""
-        Z = self._embed(Xt).double().cpu().numpy()
+        Z = self.ae_.embed(Xt).double().cpu().numpy()
         mu = self.cluster_centers_t_.detach().double().cpu().numpy()
         q = (1.0 + _sq_dist_direct(Z, mu) / self.alpha) ** (-(self.alpha + 1.0) / 2.0)
         return q / q.sum(1, keepdims=True)
@@ -253,12 +247,7 @@ class _EmbeddedClustering(TorchModel):
     def _to_tensor(self, X) -> torch.Tensor:
         if not hasattr(self, "cluster_centers_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted yet; call fit first")
-        X = check_array_2d(X)
-        p = self.ae_.encoder[0].in_features
-        if X.shape[1] != p:
-            raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {p}")
-        w = self.ae_.encoder[0].weight
-        return torch.as_tensor(np.asarray(X), dtype=w.dtype).to(w.device)
+        return self.ae_.as_input(X)
 
     def predict_proba(self, X) -> np.ndarray:
         """(N, K) soft assignment Q."""
@@ -269,7 +258,7 @@ class _EmbeddedClustering(TorchModel):
 
     def transform(self, X) -> np.ndarray:
         """(N, e) embeddings."""
-        return self._embed(self._to_tensor(X)).double().cpu().numpy()
+        return self.ae_.embed(self._to_tensor(X)).double().cpu().numpy()
 
     def n_parameters(self) -> int:
         """The trained network (DEC: the encoder; IDEC: encoder and decoder) and the centres."""

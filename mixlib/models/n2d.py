@@ -274,20 +274,13 @@ class N2D(TorchModel):
         return init.astype(np.int64), gmm
 
     # -- inference ------------------------------------------------------------------------------
-    def _embed(self, Xt: torch.Tensor, batch: int = 4096) -> np.ndarray:
-        with torch.inference_mode():
-            H = torch.cat([self.ae_.encoder(Xt[i : i + batch]) for i in range(0, len(Xt), batch)])
-        return H.float().cpu().numpy()
+    def _embed(self, Xt: torch.Tensor) -> np.ndarray:
+        return self.ae_.embed(Xt).float().cpu().numpy()
 
     def _to_tensor(self, X) -> torch.Tensor:
         if not hasattr(self, "gmm_"):
             raise RuntimeError("N2D is not fitted yet; call fit first")
-        X = check_array_2d(X)
-        p = self.ae_.encoder[0].in_features
-        if X.shape[1] != p:
-            raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {p}")
-        w = self.ae_.encoder[0].weight
-        return torch.as_tensor(np.asarray(X), dtype=w.dtype).to(w.device)
+        return self.ae_.as_input(X)
 
     def embed(self, X) -> np.ndarray:
         """(N, embedding_size) auto-encoder embeddings."""

@@ -479,6 +479,20 @@ class _AutoEncoder(torch.nn.Module):
         z = self.encoder(x)
         return z, self.decoder(z)
 
+    def embed(self, Xt: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+        """The encoder's output for the rows of ``Xt``, in batches, without autograd."""
+        with torch.inference_mode():
+            return torch.cat([self.encoder(Xt[i : i + batch]) for i in range(0, len(Xt), batch)])
+
+    def as_input(self, X) -> torch.Tensor:
+        """``X`` checked (2-D, the feature count the encoder takes) as a tensor of the weights'
+        dtype on their device."""
+        X = check_array_2d(X)
+        w = self.encoder[0].weight
+        if X.shape[1] != w.shape[1]:
+            raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {w.shape[1]}")
+        return torch.as_tensor(np.asarray(X), dtype=w.dtype).to(w.device)
+
 
 class _IntraOpThreads:
     """Run a block with ``n`` torch intra-op threads, then restore the previous count."""
@@ -632,12 +646,6 @@ class DeepPowerKMeans(TorchModel):
     }
 
     # -- helpers ----------------------------------------------------------------------------
-    def _embed(self, Xt: torch.Tensor, batch: int = 4096) -> torch.Tensor:
-        with torch.inference_mode():
-            return torch.cat(
-                [self.ae_.encoder(Xt[i : i + batch]) for i in range(0, len(Xt), batch)]
-            )
-
     def _batches(self, N: int, gen: torch.Generator, device):
         perm = torch.randperm(N, generator=gen).to(device)
         batches = [perm[i : i + self.batch_size] for i in range(0, N, self.batch_size)]
@@ -710,7 +718,7 @@ class DeepPowerKMeans(TorchModel):
                 call(callback, Progress(epoch + 1, total, {"reconstruction": rec}))
 
         # 2. representatives: k-means (best of n_init) on the pre-trained embedding
-        Z0 = self._embed(Xt).double().cpu().numpy()
+        Z0 = self.ae_.embed(Xt).double().cpu().numpy()
         if lab is not None:
             R0 = centers_from_labels(Z0, lab, self.n_clusters, rng)
         else:
@@ -759,7 +767,7 @@ class DeepPowerKMeans(TorchModel):
                         total,
                         {"loss": tot / nb, "s": s},
                         labels=lambda: self._assign(Xt),
-                        predict=lambda Z: self._assign(self._as_tensor(Z)),
+                        predict=lambda Z: self._assign(self.ae_.as_input(Z)),
                     ),
                 )
             history["reconstruction"].append(float(rec_sum) / nb)
@@ -774,7 +782,7 @@ class DeepPowerKMeans(TorchModel):
         return self
 
     def _assign(self, Xt: torch.Tensor) -> np.ndarray:
-        Z = self._embed(Xt)
+        Z = self.ae_.embed(Xt)
         with torch.inference_mode():
             return _sq_dist_t(Z, self.reps_.detach()).argmin(1).cpu().numpy().astype(np.int64)
 
@@ -782,23 +790,16 @@ class DeepPowerKMeans(TorchModel):
         if not hasattr(self, "reps_"):
             raise RuntimeError("DeepPowerKMeans is not fitted yet; call fit first")
 
-    def _as_tensor(self, X) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(X), dtype=self.reps_.dtype).to(self.reps_.device)
-
     def _to_tensor(self, X) -> torch.Tensor:
         self._fitted()
-        X = check_array_2d(X)
-        p = self.ae_.encoder[0].in_features
-        if X.shape[1] != p:
-            raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {p}")
-        return self._as_tensor(X)
+        return self.ae_.as_input(X)
 
     def predict(self, X):
         return self._assign(self._to_tensor(X))
 
     def transform(self, X) -> np.ndarray:
         """(N, e) embeddings."""
-        return self._embed(self._to_tensor(X)).double().cpu().numpy()
+        return self.ae_.embed(self._to_tensor(X)).double().cpu().numpy()
 
     def n_parameters(self) -> int:
         self._fitted()
