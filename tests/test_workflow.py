@@ -283,6 +283,7 @@ SHIPPED_CONFIGS = [
     ("dpkm", 41),
     ("dpkm_mnist", 23),
     ("dec", 41),
+    ("dec_mnist", 11),
     ("deep_70k", 55),
 ]
 
