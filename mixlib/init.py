@@ -33,6 +33,11 @@ Methods (``method``):
                thr=1e-5)``: each point coded by at most ``n_nonzero`` other points, the rows of
                the coefficients C scaled to unit norm, affinity ``(|C| + |C|^T) / 2``, then the
                same normalised spectral step.
+- ``umap``     N2D's clustering step (McConville et al., ICPR 2020) on this feature instead of
+               an auto-encoder's embedding: UMAP (McInnes et al.; ``n_neighbors``,
+               ``min_dist`` 0, Euclidean) to ``n_clusters`` dimensions, then a full-covariance
+               Gaussian mixture fitted by EM from a k-means start; the labels are its most
+               probable components (:func:`mixlib.models.n2d.umap_model`, ``fit_mixture``).
 
 The spectral step (:func:`spectral_labels`) row-normalises the spectral embedding before k-means,
 as Ng-Jordan-Weiss and the reference do; scikit-learn's ``SpectralClustering`` does not, and then
@@ -50,7 +55,7 @@ from scipy import sparse
 from scipy.sparse.linalg import eigsh
 from sklearn.cluster import KMeans
 
-METHODS = ("random", "kmeans", "spectral", "ssc")
+METHODS = ("random", "kmeans", "spectral", "ssc", "umap")
 FEATURES = ("raw", "pca", "scattering")
 
 log = logging.getLogger("mixlib")
@@ -107,6 +112,8 @@ def initialize(
     elif method == "kmeans":
         sub = KMeans(n_clusters, n_init=n_init, random_state=rs).fit_predict(F)
         timer.lap("kmeans")
+    elif method == "umap":
+        sub = umap_labels(F, n_clusters, n_neighbors=n_neighbors, seed=rs, timer=timer)
     else:
         if method == "spectral":
             W = knn_graph(F, n_neighbors)
@@ -273,6 +280,23 @@ def knn_graph(F: np.ndarray, n_neighbors: int = 10, *, batch_size: int = 512) ->
         (np.ones(n * k), (np.repeat(np.arange(n), k), cols.ravel())), shape=(n, n)
     )
     return ((A + A.T) * 0.5).tocsr()
+
+
+def umap_labels(
+    F: np.ndarray, n_clusters: int, *, n_neighbors: int, seed: int, timer: _Timer | None = None
+) -> np.ndarray:
+    """The method ``umap`` (module docstring) on a feature ``F`` (n, d): labels (n,)."""
+    from .models.n2d import fit_mixture, umap_model
+
+    timer = timer or _Timer()
+    k = int(min(n_neighbors, F.shape[0] - 1))
+    if k < 2:
+        raise ValueError(f"init method 'umap' needs n_neighbors >= 2 and 3 points, got {k}")
+    E = umap_model(n_clusters, k, seed).fit_transform(F)
+    timer.lap("umap")
+    _, gmm = fit_mixture(np.asarray(E, dtype=np.float64), n_clusters, "full", seed)
+    timer.lap("mixture")
+    return gmm.predict(np.asarray(E, dtype=np.float64)).astype(np.int64)
 
 
 def spectral_labels(

@@ -284,6 +284,7 @@ SHIPPED_CONFIGS = [
     ("dpkm_mnist", 23),
     ("dec", 41),
     ("dec_mnist", 11),
+    ("umap_init", 37),
     ("deep_70k", 55),
 ]
 

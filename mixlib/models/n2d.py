@@ -86,6 +86,44 @@ def gmm_n_parameters(n_components: int, n_features: int, covariance_type: str) -
     return K * e + cov + K - 1
 
 
+def umap_model(
+    n_components: int,
+    n_neighbors: int,
+    seed: int,
+    *,
+    min_dist: float = 0.0,
+    metric: str = "euclidean",
+    n_epochs: int | None = None,
+):
+    """N2D's UMAP (unfitted): umap-learn's defaults but for these arguments; one thread, as a
+    ``random_state`` implies (umap-learn's rule for reproducible layouts)."""
+    import umap  # numba compiles on first use: imported only when fitting
+
+    return umap.UMAP(
+        n_components=n_components,
+        n_neighbors=n_neighbors,
+        min_dist=min_dist,
+        metric=metric,
+        n_epochs=n_epochs,
+        random_state=seed,
+        n_jobs=1,  # what a random_state implies anyway; said here to silence its warning
+    )
+
+
+def fit_mixture(E: np.ndarray, n_clusters: int, covariance_type: str, seed: int):
+    """N2D's mixture of ``E`` (N, e): ``(start, gmm)``, scikit-learn's ``GaussianMixture`` with
+    its defaults (k-means start, one run, 100 iterations) and ``start`` the k-means labels it
+    started from (its ``init_params="kmeans"`` is this very run: ``n_init=1``, same seed)."""
+    from sklearn.cluster import KMeans
+    from sklearn.mixture import GaussianMixture
+
+    start = KMeans(n_clusters, n_init=1, random_state=seed).fit(E).labels_
+    gmm = GaussianMixture(
+        n_components=n_clusters, covariance_type=covariance_type, random_state=seed
+    ).fit(E)
+    return start.astype(np.int64), gmm
+
+
 @register("n2d")
 class N2D(TorchModel):
     """N2D: an auto-encoder, UMAP on its embedding, a Gaussian mixture on UMAP's embedding.
@@ -249,29 +287,18 @@ class N2D(TorchModel):
             call(callback, Progress(epoch + 1, total, {"reconstruction": mse}))
 
     def _umap(self, seed: int, n_samples: int):
-        import umap  # numba compiles on first use: imported only when fitting
-
         n_comp = self.n_clusters if self.umap_n_components is None else self.umap_n_components
-        return umap.UMAP(
-            n_components=int(n_comp),
-            n_neighbors=int(min(self.umap_n_neighbors, n_samples - 1)),
+        return umap_model(
+            int(n_comp),
+            int(min(self.umap_n_neighbors, n_samples - 1)),
+            seed,
             min_dist=float(self.umap_min_dist),
             metric=self.umap_metric,
             n_epochs=self.umap_n_epochs,
-            random_state=seed,
-            n_jobs=1,  # what a random_state implies anyway; said here to silence its warning
         )
 
     def _mixture(self, E: np.ndarray, seed: int):
-        from sklearn.cluster import KMeans
-        from sklearn.mixture import GaussianMixture
-
-        # scikit-learn's init_params="kmeans" is this very k-means run (n_init=1, same seed)
-        init = KMeans(self.n_clusters, n_init=1, random_state=seed).fit(E).labels_
-        gmm = GaussianMixture(
-            n_components=self.n_clusters, covariance_type=self.covariance_type, random_state=seed
-        ).fit(E)
-        return init.astype(np.int64), gmm
+        return fit_mixture(E, self.n_clusters, self.covariance_type, seed)
 
     # -- inference ------------------------------------------------------------------------------
     def _embed(self, Xt: torch.Tensor) -> np.ndarray:
