@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def baseline_modules(names, commit: str = BASELINE_COMMIT) -> dict:
-    """``{name: module}`` of ``mixlib/models/<name>.py`` as it was at ``commit``."""
+    """``{name: module}`` of ``mixlib/models/<name>.py`` as it was at ``commit``; a name
+    ``"mixlib/<name>"`` (e.g. ``"mixlib/init"``) takes a module of the library's top level."""
     root = Path(tempfile.mkdtemp(prefix="mixlib_baseline_"))
     pkg = root / f"baseline_{commit}"
     (pkg / "models").mkdir(parents=True)
@@ -26,17 +27,18 @@ def baseline_modules(names, commit: str = BASELINE_COMMIT) -> dict:
     (pkg / "utils.py").write_text("from mixlib.utils import *  # noqa: F403\n")
     (pkg / "models" / "__init__.py").write_text("def register(kind):\n    return lambda cls: cls\n")
     (pkg / "models" / "base.py").write_text("from mixlib.models.base import *  # noqa: F403\n")
+    modules = {}
     for name in names:
+        top = name.startswith("mixlib/")
+        rel = f"{name}.py" if top else f"mixlib/models/{name}.py"
         src = subprocess.run(
-            ["git", "show", f"{commit}:mixlib/models/{name}.py"],
-            cwd=REPO,
-            check=True,
-            capture_output=True,
-            text=True,
+            ["git", "show", f"{commit}:{rel}"], cwd=REPO, check=True, capture_output=True, text=True
         ).stdout
-        (pkg / "models" / f"{name}.py").write_text(src)
+        short = name.removeprefix("mixlib/")
+        (pkg / ("" if top else "models") / f"{short}.py").write_text(src)
+        modules[name] = f"{pkg.name}.{short}" if top else f"{pkg.name}.models.{short}"
     sys.path.insert(0, str(root))
-    return {n: importlib.import_module(f"{pkg.name}.models.{n}") for n in names}
+    return {n: importlib.import_module(m) for n, m in modules.items()}
 
 
 def matmul_rate(a, b, repeats: int = 3) -> float:
