@@ -110,16 +110,19 @@ def umap_model(
     )
 
 
-def fit_mixture(E: np.ndarray, n_clusters: int, covariance_type: str, seed: int):
+def fit_mixture(
+    E: np.ndarray, n_clusters: int, covariance_type: str, seed: int, *, n_init: int = 1
+):
     """N2D's mixture of ``E`` (N, e): ``(start, gmm)``, scikit-learn's ``GaussianMixture`` with
-    its defaults (k-means start, one run, 100 iterations) and ``start`` the k-means labels it
-    started from (its ``init_params="kmeans"`` is this very run: ``n_init=1``, same seed)."""
+    its defaults (k-means start, 100 iterations; ``n_init`` runs, the best lower bound kept) and
+    ``start`` the k-means labels of its first run (its ``init_params="kmeans"`` is this very
+    k-means run: ``n_init=1``, same seed)."""
     from sklearn.cluster import KMeans
     from sklearn.mixture import GaussianMixture
 
     start = KMeans(n_clusters, n_init=1, random_state=seed).fit(E).labels_
     gmm = GaussianMixture(
-        n_components=n_clusters, covariance_type=covariance_type, random_state=seed
+        n_components=n_clusters, covariance_type=covariance_type, random_state=seed, n_init=n_init
     ).fit(E)
     return start.astype(np.int64), gmm
 
