@@ -206,6 +206,36 @@ def initialize(
     log.info("init %s on %s seed %d: %s", init, dataset, seed, m)
 
 
+def pretrain_autoencoder(
+    *,
+    data_path: str,
+    kind: str,
+    params: dict,
+    seed: int,
+    out_state: str,
+    tracker=tracking.NULL_TRACKER,
+):
+    """Pre-train the auto-encoder of model ``kind`` (DEC, IDEC: its ``pretrain``) on the rows
+    its training will see and save the state (``torch.save``) that the train stage hands to
+    ``fit(pretrained=...)`` of every model of this dataset and seed with the same recipe."""
+    import torch
+
+    ds = datalib.load_prepared(data_path)
+    fit = datalib.fit_rows(ds, seed)
+    model = build_model(kind, n_clusters=ds.meta["n_clusters"], random_state=seed, **params)
+    tracker.log_params({"kind": kind, "seed": seed, "model": model.get_params()})
+    tracker.log_dataset(ds.meta, data_path, "training")
+    monitor = TrainingMonitor(tracker)
+    t0 = time.perf_counter()
+    state = model.pretrain(ds.X[fit], callback=monitor)
+    seconds = time.perf_counter() - t0
+    with atomic_path(out_state) as tmp:
+        torch.save(state, tmp)
+    tracker.log_metrics({"pretrain_seconds": seconds})
+    tracker.log_history({"pretrain_reconstruction": state["history"]})
+    log.info("%s auto-encoder pre-trained in %.1f s (seed %d)", kind, seconds, seed)
+
+
 def train_model(
     *,
     data_path: str,
@@ -217,9 +247,11 @@ def train_model(
     out_labels: str,
     out_info: str,
     artifact_dir: str | None = None,
+    pretrained_path: str | None = None,
     tracker=tracking.NULL_TRACKER,
 ):
-    """Fit model ``kind`` (from the registry) from an initial assignment; write its labels
+    """Fit model ``kind`` (from the registry) from an initial assignment (and, with
+    ``pretrained_path``, from the auto-encoder :func:`pretrain_autoencoder` saved); write its labels
     (``labels``, and ``init_labels`` for the untrained model where it has them) and an info JSON
     (parameter count, curves, timings), and its figures (:func:`mixlib.plots.model_figures`)
     into ``artifact_dir``.
@@ -247,8 +279,13 @@ def train_model(
         X_eval=ds.X[rows] if split else None,
         eval_every=eval_every,
     )
+    extra = {}
+    if pretrained_path:
+        import torch
+
+        extra["pretrained"] = torch.load(pretrained_path)  # weights_only: tensors and plain data
     t0 = time.perf_counter()
-    model.fit(ds.X[fit], init_labels=init_labels, callback=monitor)
+    model.fit(ds.X[fit], init_labels=init_labels, callback=monitor, **extra)
     seconds = time.perf_counter() - t0
     if not split:
         labels = model.labels_

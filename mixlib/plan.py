@@ -22,7 +22,7 @@ from typing import NamedTuple
 from . import download
 from .data import EMBEDDED_SOURCES, IMAGE_SOURCES
 from .errors import ConfigError
-from .models import model_spec
+from .models import model_spec, pretrain_key
 
 SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
 
@@ -48,6 +48,12 @@ class Model:
     eval_every: int | None = None
     mean_of_last: int | None = None  # TRAIN = mean of the last evaluations' scores
     variant_of: str | None = None  # the model whose sweep made this variant
+
+    @property
+    def pretrain(self) -> str | None:
+        """The ``{recipe}`` of the shared auto-encoder pre-training it starts from (DEC, IDEC:
+        :func:`mixlib.models.pretrain_key`), None for a model that has none."""
+        return pretrain_key(self.kind, self.params)
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,14 @@ class Plan:
         """Every (dataset, init, seed) some trained model starts from."""
         used = sorted({(r.dataset, r.init) for r in self.runs if r.init != "none"})
         return [(d, i, s) for (d, i), s in grid(used, self.seeds)]
+
+    def pretrain_for(self, recipe: str) -> Model:
+        """A model whose pre-training is ``recipe`` (they all pre-train alike: the recipe is the
+        hash of the hyperparameters the pre-training depends on)."""
+        for m in self.models.values():
+            if m.pretrain == recipe:
+                return m
+        raise KeyError(f"no model of this config pre-trains as {recipe!r}")
 
     def remote_source(self, dataset: str) -> str | None:
         """The downloadable source of ``dataset``, or None for an embedded one."""

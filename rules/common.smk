@@ -172,6 +172,15 @@ def init_input(wildcards):
     }
 
 
+def pretrain_input(wildcards):
+    """The shared pre-trained auto-encoder a model starts from (DEC, IDEC), if any."""
+    recipe = model_of(wildcards).pretrain
+    if recipe is None:
+        return {}
+    d, s = wildcards.dataset, wildcards.seed
+    return {"pretrained": f"results/pretrain/{d}/{recipe}/seed{s}/autoencoder.pt"}
+
+
 def raw_input(wildcards):
     """The raw files of a downloadable source (the download_dataset output); none if embedded."""
     source = PLAN.remote_source(wildcards.dataset)
@@ -237,6 +246,17 @@ def train_threads(wildcards):
     one-thread jobs side by side do better than one two-thread job."""
     m = model_of(wildcards)
     return 2 if uses_gpu(m.kind, m.params) else 1
+
+
+def pretrain_threads(wildcards):
+    """As train_threads, for the model whose pre-training the job runs."""
+    m = PLAN.pretrain_for(wildcards.recipe)
+    return 2 if uses_gpu(m.kind, m.params) else 1
+
+
+def pretrain_gpus(wildcards):
+    m = PLAN.pretrain_for(wildcards.recipe)
+    return int(uses_gpu(m.kind, m.params))
 
 
 def train_gpus(wildcards):

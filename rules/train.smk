@@ -1,6 +1,26 @@
+rule pretrain_autoencoder:
+    input:
+        data="results/data/{dataset}.npz",
+    output:
+        state="results/pretrain/{dataset}/{recipe}/seed{seed}/autoencoder.pt",
+    log:
+        "results/logs/pretrain_autoencoder/{dataset}/{recipe}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/pretrain_autoencoder/{dataset}/{recipe}/seed{seed}.tsv"
+    threads: pretrain_threads
+    resources:
+        gpu=pretrain_gpus,
+    params:
+        kind=lambda wc: PLAN.pretrain_for(wc.recipe).kind,
+        hyper=lambda wc: PLAN.pretrain_for(wc.recipe).params,
+    script:
+        "../workflow_scripts/pretrain_autoencoder.py"
+
+
 rule train_model:
     input:
         unpack(init_input),
+        unpack(pretrain_input),
         data="results/data/{dataset}.npz",
     output:
         labels="results/train/{dataset}/{model}/{init}/seed{seed}/labels.npz",

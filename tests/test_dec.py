@@ -85,6 +85,33 @@ def test_fit_contract_progress_and_same_seed_same_labels(kind):
     assert clustering_accuracy(y, seeded.init_labels_) > 0.9
 
 
+def test_a_shared_pretraining_gives_what_pretraining_itself_gives(tmp_path):
+    """``fit(X, pretrained=m.pretrain(X))`` (through torch.save/load, as the workflow's
+    pretrain_autoencoder job hands it on) is bit for bit ``fit(X)``, for DEC and for IDEC from
+    the same state; a state from other hyperparameters, another seed or other data is refused
+    with a message naming what differs."""
+    X, _ = _blobs()
+    kw = dict(_TINY, max_iter=40, update_interval=10, tol=0.0, random_state=3)
+    state = DEC(3, **kw).pretrain(X)
+    assert len(state["history"]) == _TINY["pretrain_epochs"]
+    torch.save(state, tmp_path / "ae.pt")
+    state = torch.load(tmp_path / "ae.pt")
+    for cls in (DEC, IDEC):
+        own, shared = cls(3, **kw).fit(X), cls(3, **kw).fit(X, pretrained=state)
+        np.testing.assert_array_equal(own.labels_, shared.labels_)
+        np.testing.assert_array_equal(own.init_labels_, shared.init_labels_)
+        np.testing.assert_array_equal(own.cluster_centers_, shared.cluster_centers_)
+        assert own.history_ == shared.history_
+    with pytest.raises(ValueError, match=r"other hyperparameters \(pretrain_lr: 1.0 != 0.5\)"):
+        IDEC(3, **{**kw, "pretrain_lr": 0.5}).fit(X, pretrained=state)
+    with pytest.raises(ValueError, match="from seed 3, random_state is 4"):
+        DEC(3, **{**kw, "random_state": 4}).fit(X, pretrained=state)
+    with pytest.raises(ValueError, match="other data"):
+        DEC(3, **kw).fit(X[:-1], pretrained=state)
+    with pytest.raises(ValueError, match=r"lacks \['data'"):
+        DEC(3, **kw).fit(X, pretrained={k: v for k, v in state.items() if k != "data"})
+
+
 def test_stops_when_few_labels_change():
     """The first update (iteration 0) never stops; with tol = 1 the second one does."""
     X, _ = _blobs()
@@ -206,3 +233,35 @@ def test_train_and_evaluate_stages_record_init_and_train_rows(tmp_path):
     info = json.loads((tmp_path / "info.json").read_text())
     assert info["n_parameters"] == records["train"]["params"] > 0
     assert {p.name for p in (tmp_path / "fig").iterdir()} == {"curves.png", "embedding.png"}
+
+
+@pytest.mark.workflow
+def test_workflow_pretrains_once_for_dec_and_idec(tmp_path):
+    """The real Snakefile: DEC and IDEC of one dataset and seed share one pretrain_autoencoder
+    job (one saved auto-encoder), and each trains to the labels of a fit that pre-trains
+    itself; a different pre-training recipe gets a job of its own."""
+    from helpers import run_snakemake
+
+    from mixlib import data
+
+    p = dict(hidden_dims=[32, 32, 64], pretrain_epochs=2, batch_size=64, device="cpu")
+    p.update(max_iter=30, update_interval=10, tol=0.0)
+    config = {
+        "seeds": [0],
+        "datasets": {"digits": {"source": "digits"}},
+        "models": {
+            "dec": {"kind": "dec", "params": p},
+            "idec": {"kind": "idec", "params": p},
+            "idec_lr": {"kind": "idec", "params": {**p, "pretrain_lr": 0.5}},
+        },
+        "tracking": {"enabled": False},
+    }
+    out = [f"results/train/digits/{m}/none/seed0/labels.npz" for m in config["models"]]
+    run_snakemake(tmp_path, "--cores", "2", *out, config=config)
+    states = sorted((tmp_path / "results/pretrain/digits").glob("*/seed0/autoencoder.pt"))
+    assert len(states) == 2  # dec + idec share one; idec_lr has its own
+    ds = data.load_prepared(tmp_path / "results/data/digits.npz")
+    for name, cls in (("dec", DEC), ("idec", IDEC)):
+        got = np.load(tmp_path / f"results/train/digits/{name}/none/seed0/labels.npz")["labels"]
+        own = cls(10, **p, random_state=0).fit(ds.X)
+        np.testing.assert_array_equal(got, own.labels_)

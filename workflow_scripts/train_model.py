@@ -6,6 +6,7 @@ run_job(
     torch_threads=True,
     data_path=snakemake.input.data,
     init_path=snakemake.input.get("init"),
+    pretrained_path=snakemake.input.get("pretrained"),
     kind=snakemake.params.kind,
     params=snakemake.params.hyper,
     seed=int(snakemake.wildcards.seed),

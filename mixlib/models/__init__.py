@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 import importlib
 import importlib.util
 import inspect
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -192,6 +194,58 @@ def build_model(kind: str, *, n_clusters: int, random_state: int | None = None, 
     if "random_state" in model_spec(kind).parameters:
         kwargs["random_state"] = random_state
     return cls(**kwargs)
+
+
+#: Model kinds whose auto-encoder pre-training the workflow runs as a job of its own (the rule
+#: ``pretrain_autoencoder``), once per dataset, seed and pre-training recipe, for every model of
+#: the same family: DEC and IDEC start from one pre-trained auto-encoder, as the authors' IDEC
+#: code loads the weights DEC's pre-training saved (``fit(X, pretrained=model.pretrain(X))``).
+PRETRAINED_FAMILIES = {"dec": "dec", "idec": "dec"}
+#: the hyperparameters the pre-training depends on (with the seed and the data)
+PRETRAIN_KEYS = (
+    "hidden_dims",
+    "embedding_size",
+    "pretrain_epochs",
+    "pretrain_optimizer",
+    "pretrain_lr",
+    "batch_size",
+    "flush_denormal",
+    "device",
+    "dtype",
+)
+
+
+def pretrain_recipe(params: dict) -> dict:
+    """The pre-training hyperparameters among ``params`` (all of ``PRETRAIN_KEYS``, as a
+    fitted model's ``get_params()`` holds them), in a canonical form (lists, floats)."""
+    r = {k: params[k] for k in PRETRAIN_KEYS}
+    r["hidden_dims"] = [int(h) for h in r["hidden_dims"]]
+    r["pretrain_lr"] = float(r["pretrain_lr"])
+    return r
+
+
+def pretrain_key(kind: str, params: dict) -> str | None:
+    """The ``{recipe}`` wildcard of model ``kind`` with config ``params`` (defaults filled from
+    its constructor), or None for a kind without a shared pre-training: the family and a hash
+    of :func:`pretrain_recipe`, equal for the models that can share one pre-trained
+    auto-encoder."""
+    family = PRETRAINED_FAMILIES.get(kind)
+    if family is None:
+        return None
+    spec = model_spec(kind)
+    full = {k: params.get(k, spec.parameters[k].default) for k in PRETRAIN_KEYS}
+    blob = json.dumps(pretrain_recipe(full), sort_keys=True).encode()
+    return f"{family}-{hashlib.sha1(blob).hexdigest()[:10]}"
+
+
+def data_fingerprint(X) -> str:
+    """sha1 of an array's shape, dtype and bytes: the data a pre-training saw."""
+    import numpy as np
+
+    a = np.ascontiguousarray(X)
+    h = hashlib.sha1(f"{a.shape}{a.dtype}".encode())
+    h.update(memoryview(a).cast("B"))  # no copy
+    return h.hexdigest()
 
 
 def uses_gpu(kind: str, params: dict | None = None) -> bool:

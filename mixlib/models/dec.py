@@ -53,7 +53,7 @@ import math
 import numpy as np
 import torch
 
-from . import register
+from . import data_fingerprint, pretrain_recipe, register
 from .base import (
     Progress,
     TorchModel,
@@ -117,22 +117,97 @@ class _EmbeddedClustering(TorchModel):
         return torch.optim.Adam(params, lr=lr, eps=1e-7)  # Keras' Adam epsilon
 
     # -- fit ------------------------------------------------------------------------------------
-    def fit(self, X, y=None, init_labels=None, callback=None):
+    def fit(self, X, y=None, init_labels=None, callback=None, pretrained=None):
         """Train on ``X`` (N, d). ``init_labels`` (N,), optional (-1 = unlabelled): the centres
         start at the means of the embeddings of the labelled points instead of k-means.
-        ``callback`` gets a :class:`~mixlib.models.base.Progress` after every pre-training epoch
-        (``{"reconstruction": mse}``) and at every update of the target (``{"kl": ...,
-        "delta_label": ...}``, IDEC also ``"reconstruction"``, with ``labels``)."""
+        ``pretrained``: a state from :meth:`pretrain` (of a DEC or IDEC with the same
+        pre-training hyperparameters and seed, on the same ``X``): the pre-training is skipped
+        and the model continues from that auto-encoder, with the same result as pre-training
+        itself. ``callback`` gets a :class:`~mixlib.models.base.Progress` after every
+        pre-training epoch (``{"reconstruction": mse}``) and at every update of the target
+        (``{"kl": ..., "delta_label": ...}``, IDEC also ``"reconstruction"``, with ``labels``)."""
         self._validate_params()
         X = check_array_2d(X, min_samples=self.n_clusters)
         lab = check_init_labels(init_labels, X.shape[0], self.n_clusters)
+        if pretrained is not None:
+            self._check_pretrained(pretrained, X)
         dev = self._torch_device()
         self.mkl_cnr_ = MKL_CNR
         with thread_invariant(dev, type(self).__name__), subnormals_flushed(self.flush_denormal):
             self.fit_threads_ = torch.get_num_threads()
-            return self._fit(X, lab, dev, callback)
+            return self._fit(X, lab, dev, callback, pretrained)
 
-    def _fit(self, X, lab, dev, callback):
+    def pretrain(self, X, callback=None) -> dict:
+        """Only the first stage of :meth:`fit`, the auto-encoder's pre-training on ``X``; returns
+        the state that ``fit(X, pretrained=state)`` continues from (plain Python and CPU
+        tensors, for ``torch.save``): ``recipe`` (the pre-training hyperparameters), ``seed``,
+        ``data`` (a fingerprint of ``X``), ``state_dict`` and ``history`` (the reconstruction
+        loss per epoch). The workflow runs it once per dataset and seed for DEC and IDEC."""
+        self._validate_params()
+        X = check_array_2d(X, min_samples=self.n_clusters)
+        dev = self._torch_device()
+        with thread_invariant(dev, type(self).__name__), subnormals_flushed(self.flush_denormal):
+            seed = self._seed()
+            gen = torch.Generator().manual_seed(seed)
+            Xt = torch.as_tensor(np.asarray(X), dtype=self._torch_dtype()).to(dev)
+            self.history_ = {"pretrain_reconstruction": []}
+            ae = self._pretrain(Xt, gen, self.pretrain_epochs, callback)
+        return {
+            "recipe": pretrain_recipe(self.get_params()),
+            "seed": seed,
+            "data": data_fingerprint(X),
+            "state_dict": {k: v.detach().cpu().clone() for k, v in ae.state_dict().items()},
+            "history": list(self.history_["pretrain_reconstruction"]),
+        }
+
+    def _check_pretrained(self, state, X) -> None:
+        name = type(self).__name__
+        missing = {"recipe", "seed", "data", "state_dict", "history"} - set(state)
+        if missing:
+            raise ValueError(f"{name}: pretrained state lacks {sorted(missing)}: not from pretrain")
+        own = pretrain_recipe(self.get_params())
+        diff = sorted(
+            k for k in own.keys() | state["recipe"].keys() if own.get(k) != state["recipe"].get(k)
+        )
+        if diff:
+            pairs = ", ".join(f"{k}: {state['recipe'].get(k)!r} != {own.get(k)!r}" for k in diff)
+            raise ValueError(
+                f"{name}: pretrained auto-encoder from other hyperparameters ({pairs})"
+            )
+        if self.random_state is not None and int(state["seed"]) != int(self.random_state):
+            raise ValueError(
+                f"{name}: pretrained auto-encoder from seed {state['seed']}, "
+                f"random_state is {self.random_state}"
+            )
+        if state["data"] != data_fingerprint(X):
+            raise ValueError(f"{name}: pretrained auto-encoder fitted on other data than X")
+
+    def _pretrain(self, Xt, gen, total, callback) -> _AutoEncoder:
+        """The auto-encoder alone: a new one, ``pretrain_epochs`` epochs of reconstruction."""
+        N, d = Xt.shape
+        dev, dt = Xt.device, Xt.dtype
+        ae = _AutoEncoder(d, tuple(int(h) for h in self.hidden_dims), self.embedding_size)
+        _fan_in_uniform_(ae, gen, dev, dt)
+        opt = self._optimizer(ae.parameters(), self.pretrain_optimizer, self.pretrain_lr)
+        for epoch in range(self.pretrain_epochs):
+            perm = torch.randperm(N, generator=gen).to(dev)
+            sse = torch.zeros((), dtype=dt, device=dev)
+            for i in range(0, N, self.batch_size):
+                xb = Xt[perm[i : i + self.batch_size]]
+                _, xr = ae(xb)
+                loss = ((xr - xb) ** 2).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sse += loss.detach() * xb.shape[0]
+            mse = float(sse) / N  # one host sync per epoch
+            if not math.isfinite(mse):
+                raise FloatingPointError(f"{type(self).__name__} pre-training loss became {mse}")
+            self.history_["pretrain_reconstruction"].append(mse)
+            call(callback, Progress(epoch + 1, total, {"reconstruction": mse}))
+        return ae
+
+    def _fit(self, X, lab, dev, callback, pretrained):
         seed = self._seed()
         dt = self._torch_dtype()
         gen = torch.Generator().manual_seed(seed)  # CPU: same init and order on CPU and GPU
@@ -148,26 +223,14 @@ class _EmbeddedClustering(TorchModel):
             "reconstruction": [],
         }
 
-        # 1. the auto-encoder alone
-        self.ae_ = _AutoEncoder(d, tuple(int(h) for h in self.hidden_dims), self.embedding_size)
-        _fan_in_uniform_(self.ae_, gen, dev, dt)
-        opt = self._optimizer(self.ae_.parameters(), self.pretrain_optimizer, self.pretrain_lr)
-        for epoch in range(self.pretrain_epochs):
-            perm = torch.randperm(N, generator=gen).to(dev)
-            sse = torch.zeros((), dtype=dt, device=dev)
-            for i in range(0, N, self.batch_size):
-                xb = Xt[perm[i : i + self.batch_size]]
-                _, xr = self.ae_(xb)
-                loss = ((xr - xb) ** 2).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sse += loss.detach() * xb.shape[0]
-            mse = float(sse) / N  # one host sync per epoch
-            if not math.isfinite(mse):
-                raise FloatingPointError(f"{type(self).__name__} pre-training loss became {mse}")
-            self.history_["pretrain_reconstruction"].append(mse)
-            call(callback, Progress(epoch + 1, total, {"reconstruction": mse}))
+        # 1. the auto-encoder alone (or the one it was given)
+        if pretrained is None:
+            self.ae_ = self._pretrain(Xt, gen, total, callback)
+        else:
+            self.ae_ = _AutoEncoder(d, tuple(int(h) for h in self.hidden_dims), self.embedding_size)
+            self.ae_.to_empty(device=dev).to(dt)  # built on the meta device: no weights yet
+            self.ae_.load_state_dict(pretrained["state_dict"])
+            self.history_["pretrain_reconstruction"] = [float(v) for v in pretrained["history"]]
 
         # 2. centres: k-means on the embedding (or the means of the labelled points)
         Z0 = self.ae_.embed(Xt).double().cpu().numpy()
