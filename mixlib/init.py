@@ -39,7 +39,7 @@ Methods (``method``):
                Gaussian mixture fitted by EM from k-means starts (``n_init`` of them, the best
                lower bound kept, where N2D runs one: on Fashion-MNIST one start can stop in a
                local optimum 0.08 ACC lower); the labels are its most probable components
-               (:func:`mixlib.models.n2d.umap_model`, ``fit_mixture``).
+               (:func:`umap_model`, :func:`fit_mixture`, which N2D uses too).
 
 The spectral step (:func:`spectral_labels`) row-normalises the spectral embedding before k-means,
 as Ng-Jordan-Weiss and the reference do; scikit-learn's ``SpectralClustering`` does not, and then
@@ -286,6 +286,47 @@ def knn_graph(F: np.ndarray, n_neighbors: int = 10, *, batch_size: int = 512) ->
     return ((A + A.T) * 0.5).tocsr()
 
 
+def umap_model(
+    n_components: int,
+    n_neighbors: int,
+    seed: int,
+    *,
+    min_dist: float = 0.0,
+    metric: str = "euclidean",
+    n_epochs: int | None = None,
+):
+    """N2D's UMAP (unfitted): umap-learn's defaults but for these arguments; one thread, as a
+    ``random_state`` implies (umap-learn's rule for reproducible layouts)."""
+    import umap  # numba compiles on first use: imported only when fitting
+
+    return umap.UMAP(
+        n_components=n_components,
+        n_neighbors=n_neighbors,
+        min_dist=min_dist,
+        metric=metric,
+        n_epochs=n_epochs,
+        random_state=seed,
+        n_jobs=1,  # what a random_state implies anyway; said here to silence its warning
+    )
+
+
+def fit_mixture(
+    E: np.ndarray, n_clusters: int, covariance_type: str, seed: int, *, n_init: int = 1
+):
+    """N2D's mixture of ``E`` (N, e): ``(start, gmm)``, scikit-learn's ``GaussianMixture`` with
+    its defaults (k-means start, 100 iterations; ``n_init`` runs, the best lower bound kept) and
+    ``start`` the k-means labels of its first run (its ``init_params="kmeans"`` is this very
+    k-means run: ``n_init=1``, same seed)."""
+    from sklearn.cluster import KMeans
+    from sklearn.mixture import GaussianMixture
+
+    start = KMeans(n_clusters, n_init=1, random_state=seed).fit(E).labels_
+    gmm = GaussianMixture(
+        n_components=n_clusters, covariance_type=covariance_type, random_state=seed, n_init=n_init
+    ).fit(E)
+    return start.astype(np.int64), gmm
+
+
 def umap_labels(
     F: np.ndarray,
     n_clusters: int,
@@ -296,8 +337,6 @@ def umap_labels(
     timer: _Timer | None = None,
 ) -> np.ndarray:
     """The method ``umap`` (module docstring) on a feature ``F`` (n, d): labels (n,)."""
-    from .models.n2d import fit_mixture, umap_model
-
     timer = timer or _Timer()
     k = int(min(n_neighbors, F.shape[0] - 1))
     if k < 2:

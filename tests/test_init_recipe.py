@@ -177,7 +177,7 @@ def test_umap_init_is_n2ds_clustering_step_and_beats_kmeans_on_digits():
     pytest.importorskip("umap")
     from sklearn.datasets import load_digits
 
-    from mixlib.models.n2d import fit_mixture, umap_model
+    from mixlib.init import fit_mixture, umap_model
 
     X, y = load_digits(return_X_y=True)
     X = X / 16.0

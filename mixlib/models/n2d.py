@@ -47,6 +47,7 @@ import math
 import numpy as np
 import torch
 
+from ..init import fit_mixture, umap_model
 from . import register
 from .base import (
     Progress,
@@ -84,47 +85,6 @@ def gmm_n_parameters(n_components: int, n_features: int, covariance_type: str) -
         "spherical": K,
     }[covariance_type]
     return K * e + cov + K - 1
-
-
-def umap_model(
-    n_components: int,
-    n_neighbors: int,
-    seed: int,
-    *,
-    min_dist: float = 0.0,
-    metric: str = "euclidean",
-    n_epochs: int | None = None,
-):
-    """N2D's UMAP (unfitted): umap-learn's defaults but for these arguments; one thread, as a
-    ``random_state`` implies (umap-learn's rule for reproducible layouts)."""
-    import umap  # numba compiles on first use: imported only when fitting
-
-    return umap.UMAP(
-        n_components=n_components,
-        n_neighbors=n_neighbors,
-        min_dist=min_dist,
-        metric=metric,
-        n_epochs=n_epochs,
-        random_state=seed,
-        n_jobs=1,  # what a random_state implies anyway; said here to silence its warning
-    )
-
-
-def fit_mixture(
-    E: np.ndarray, n_clusters: int, covariance_type: str, seed: int, *, n_init: int = 1
-):
-    """N2D's mixture of ``E`` (N, e): ``(start, gmm)``, scikit-learn's ``GaussianMixture`` with
-    its defaults (k-means start, 100 iterations; ``n_init`` runs, the best lower bound kept) and
-    ``start`` the k-means labels of its first run (its ``init_params="kmeans"`` is this very
-    k-means run: ``n_init=1``, same seed)."""
-    from sklearn.cluster import KMeans
-    from sklearn.mixture import GaussianMixture
-
-    start = KMeans(n_clusters, n_init=1, random_state=seed).fit(E).labels_
-    gmm = GaussianMixture(
-        n_components=n_clusters, covariance_type=covariance_type, random_state=seed, n_init=n_init
-    ).fit(E)
-    return start.astype(np.int64), gmm
 
 
 @register("n2d")
