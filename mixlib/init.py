@@ -313,18 +313,13 @@ def umap_model(
 def fit_mixture(
     E: np.ndarray, n_clusters: int, covariance_type: str, seed: int, *, n_init: int = 1
 ):
-    """N2D's mixture of ``E`` (N, e): ``(start, gmm)``, scikit-learn's ``GaussianMixture`` with
-    its defaults (k-means start, 100 iterations; ``n_init`` runs, the best lower bound kept) and
-    ``start`` the k-means labels of its first run (its ``init_params="kmeans"`` is this very
-    k-means run: ``n_init=1``, same seed)."""
-    from sklearn.cluster import KMeans
+    """N2D's mixture of ``E`` (N, e), fitted: scikit-learn's ``GaussianMixture`` with its
+    defaults (k-means start, 100 iterations; ``n_init`` runs, the best lower bound kept)."""
     from sklearn.mixture import GaussianMixture
 
-    start = KMeans(n_clusters, n_init=1, random_state=seed).fit(E).labels_
-    gmm = GaussianMixture(
+    return GaussianMixture(
         n_components=n_clusters, covariance_type=covariance_type, random_state=seed, n_init=n_init
     ).fit(E)
-    return start.astype(np.int64), gmm
 
 
 def umap_labels(
@@ -344,7 +339,7 @@ def umap_labels(
     E = umap_model(n_clusters, k, seed).fit_transform(F)
     timer.lap("umap")
     E = np.asarray(E, dtype=np.float64)
-    _, gmm = fit_mixture(E, n_clusters, "full", seed, n_init=n_init)
+    gmm = fit_mixture(E, n_clusters, "full", seed, n_init=n_init)
     timer.lap("mixture")
     return gmm.predict(E).astype(np.int64)
 

@@ -240,27 +240,25 @@ def init_threads(wildcards):
     return 2 if heavy else 1
 
 
+def torch_job_model(wildcards):
+    """The model a training job fits, or whose auto-encoder a pre-training job trains."""
+    if hasattr(wildcards, "recipe"):
+        return PLAN.pretrain_for(wildcards.recipe)
+    return model_of(wildcards)
+
+
 def train_threads(wildcards):
-    """2 threads for the models whose fit is dominated by multithreaded torch maths, else 1:
-    on a small machine the others spend most of their time importing and writing, which two
-    one-thread jobs side by side do better than one two-thread job."""
-    m = model_of(wildcards)
+    """2 threads for the models whose fit (or pre-training) is dominated by multithreaded
+    torch maths, else 1: on a small machine the others spend most of their time importing
+    and writing, which two one-thread jobs side by side do better than one two-thread
+    job."""
+    m = torch_job_model(wildcards)
     return 2 if uses_gpu(m.kind, m.params) else 1
-
-
-def pretrain_threads(wildcards):
-    """As train_threads, for the model whose pre-training the job runs."""
-    m = PLAN.pretrain_for(wildcards.recipe)
-    return 2 if uses_gpu(m.kind, m.params) else 1
-
-
-def pretrain_gpus(wildcards):
-    m = PLAN.pretrain_for(wildcards.recipe)
-    return int(uses_gpu(m.kind, m.params))
 
 
 def train_gpus(wildcards):
     """1 for the models that run on a GPU when there is one (the torch models), else 0: on
-    SLURM these training jobs ask for ``--gpus=1`` and land on the GPU partition."""
-    m = model_of(wildcards)
+    SLURM these training (and pre-training) jobs ask for ``--gpus=1`` and land on the GPU
+    partition."""
+    m = torch_job_model(wildcards)
     return int(uses_gpu(m.kind, m.params))

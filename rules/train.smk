@@ -7,9 +7,9 @@ rule pretrain_autoencoder:
         "results/logs/pretrain_autoencoder/{dataset}/{recipe}/seed{seed}.log",
     benchmark:
         "results/benchmarks/pretrain_autoencoder/{dataset}/{recipe}/seed{seed}.tsv"
-    threads: pretrain_threads
+    threads: train_threads
     resources:
-        gpu=pretrain_gpus,
+        gpu=train_gpus,
     params:
         kind=lambda wc: PLAN.pretrain_for(wc.recipe).kind,
         hyper=lambda wc: PLAN.pretrain_for(wc.recipe).params,

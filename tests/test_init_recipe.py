@@ -185,7 +185,7 @@ def test_umap_init_is_n2ds_clustering_step_and_beats_kmeans_on_digits():
     assert (lab >= 0).all() and {"seconds_umap", "seconds_mixture"} <= set(info)
     rs = int(np.random.default_rng(3).integers(2**31 - 1))  # initialize's seed of the method
     E = umap_model(10, 10, rs).fit_transform(X.astype(np.float32)).astype(np.float64)
-    np.testing.assert_array_equal(lab, fit_mixture(E, 10, "full", rs, n_init=10)[1].predict(E))
+    np.testing.assert_array_equal(lab, fit_mixture(E, 10, "full", rs, n_init=10).predict(E))
     km, _ = init.initialize(X, 10, "kmeans", seed=3)
     assert clustering_accuracy(y, lab) >= clustering_accuracy(y, km) + 0.05  # 0.792 -> 0.880
     with pytest.raises(ValueError, match="n_neighbors >= 2"):

@@ -261,7 +261,13 @@ class N2D(TorchModel):
         )
 
     def _mixture(self, E: np.ndarray, seed: int):
-        return fit_mixture(E, self.n_clusters, self.covariance_type, seed)
+        """``(start, gmm)``: the mixture and the k-means labels it starts from (scikit-learn's
+        ``init_params="kmeans"`` is this very k-means run: ``n_init=1``, the same seed)."""
+        from sklearn.cluster import KMeans
+
+        start = KMeans(self.n_clusters, n_init=1, random_state=seed).fit(E).labels_
+        gmm = fit_mixture(E, self.n_clusters, self.covariance_type, seed)
+        return start.astype(np.int64), gmm
 
     # -- inference ------------------------------------------------------------------------------
     def _embed(self, Xt: torch.Tensor) -> np.ndarray:
