@@ -16,6 +16,10 @@ Features (``feature``), as in MixMate's reference ``trainv2.py`` (Lin, Song & Ba
                  hold ~90% of the energy and SSC collapses), flattened, then PCA to
                  ``pca_components`` (none when it is None). Needs ``image_shape`` (h, w).
 
+The feature of every point (``subset`` None) does not depend on the seed: the workflow computes
+it once per dataset and feature recipe (:func:`feature_recipe`, the ``init_features`` rule) and
+every seed's and method's job reads it (``initialize(features=...)``).
+
 PCA is *uncentred* by default (``pca_center=False``): the projection on the top eigenvectors of
 ``F^T F``, the reference's ``dim_reduction``. ``standardize`` (False) z-scores each column of the
 feature before the PCA.
@@ -48,6 +52,8 @@ spends clusters on tiny outlier groups.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 
@@ -59,6 +65,8 @@ from sklearn.cluster import KMeans
 
 METHODS = ("random", "kmeans", "spectral", "ssc", "umap")
 FEATURES = ("raw", "pca", "scattering")
+# the keys of an init entry the feature depends on (init_features' arguments)
+FEATURE_KEYS = ("feature", "scattering_J", "standardize", "pca_components", "pca_center")
 
 log = logging.getLogger("mixlib")
 
@@ -79,12 +87,15 @@ def initialize(
     scattering_J: int = 3,
     standardize: bool = False,
     image_shape: tuple[int, ...] | None = None,
+    features: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Return ``(labels (N,), info)``; ``labels[i] == -1`` where point ``i`` was not in the subset.
 
     ``image_shape``: (h, w) of the rows of ``X`` (flattened images), needed by the feature
-    ``scattering``. ``info`` holds the number of labelled points, the feature's dimension and
-    the seconds spent in each step (``seconds_<step>``).
+    ``scattering``. ``features``: the feature of every row of ``X``, computed beforehand by
+    :func:`init_features` with this init's :data:`FEATURE_KEYS` (the same labels as computing it
+    here); only without a ``subset``. ``info`` holds the number of labelled points, the
+    feature's dimension and the seconds spent in each step (``seconds_<step>``).
     """
     if method not in METHODS:
         raise ValueError(f"init method {method!r} unknown; choose from {METHODS}")
@@ -97,17 +108,25 @@ def initialize(
     rng = np.random.default_rng(seed)
     n = X.shape[0]
     idx = np.arange(n) if subset is None or subset >= n else np.sort(rng.choice(n, subset, False))
-    timer = _Timer()
-    F = init_features(
-        X if idx.size == n else X[idx],  # no copy of the whole data set
-        feature,
-        image_shape=image_shape,
-        scattering_J=scattering_J,
-        standardize=standardize,
-        pca_components=pca_components,
-        pca_center=pca_center,
-        timer=timer,
-    )
+    timer = StepTimer()
+    if features is not None:
+        if subset is not None or features.ndim != 2 or features.shape[0] != n:
+            raise ValueError(
+                f"precomputed features of shape {features.shape} for {n} rows"
+                + (f" and subset {subset}: they are for inits without a subset" if subset else "")
+            )
+        F = features
+    else:
+        F = init_features(
+            X if idx.size == n else X[idx],  # no copy of the whole data set
+            feature,
+            image_shape=image_shape,
+            scattering_J=scattering_J,
+            standardize=standardize,
+            pca_components=pca_components,
+            pca_center=pca_center,
+            timer=timer,
+        )
     rs = int(rng.integers(2**31 - 1))
     if method == "random":
         sub = rng.integers(n_clusters, size=idx.size)
@@ -133,7 +152,9 @@ def initialize(
     return labels, {**info, **timer.seconds}
 
 
-class _Timer:
+class StepTimer:
+    """Seconds of each step of an init (``seconds_<step>``), logged as each step ends."""
+
     def __init__(self):
         self.seconds: dict[str, float] = {}
         self._t = time.perf_counter()
@@ -154,10 +175,10 @@ def init_features(
     standardize: bool = False,
     pca_components: int | None = 50,
     pca_center: bool = False,
-    timer: _Timer | None = None,
+    timer: StepTimer | None = None,
 ) -> np.ndarray:
     """The feature an init clusters (module docstring): (n, d) -> (n, d') float32."""
-    timer = timer or _Timer()
+    timer = timer or StepTimer()
     if feature == "scattering":
         F = scattering_features(X, image_shape, J=scattering_J)
         timer.lap("scattering")
@@ -171,6 +192,21 @@ def init_features(
         F = pca_project(F, pca_components, center=pca_center)
         timer.lap("pca")
     return F
+
+
+def feature_recipe(spec: dict) -> str | None:
+    """The ``{recipe}`` of the shared feature an init entry ``spec`` (every key explicit, as
+    :meth:`mixlib.plan.Plan.init_for` gives it) clusters: the feature's name and a hash of its
+    :data:`FEATURE_KEYS`, equal for the inits that cluster the same feature; None for the
+    ``raw`` feature (nothing worth sharing) and where the feature depends on the seed (a
+    ``subset``)."""
+    if spec["subset"] is not None or spec["feature"] == "raw":
+        return None
+    keys = {k: spec[k] for k in FEATURE_KEYS}
+    if keys["feature"] == "pca":
+        keys.pop("scattering_J")  # unused
+    blob = json.dumps(keys, sort_keys=True).encode()
+    return f"{keys['feature']}-{hashlib.sha1(blob).hexdigest()[:10]}"
 
 
 def _check_image_shape(image_shape, d: int) -> None:
@@ -329,10 +365,10 @@ def umap_labels(
     n_neighbors: int,
     seed: int,
     n_init: int = 10,
-    timer: _Timer | None = None,
+    timer: StepTimer | None = None,
 ) -> np.ndarray:
     """The method ``umap`` (module docstring) on a feature ``F`` (n, d): labels (n,)."""
-    timer = timer or _Timer()
+    timer = timer or StepTimer()
     k = int(min(n_neighbors, F.shape[0] - 1))
     if k < 2:
         raise ValueError(f"init method 'umap' needs n_neighbors >= 2 and 3 points, got {k}")

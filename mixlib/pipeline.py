@@ -136,6 +136,48 @@ def prepare_dataset(
     )
 
 
+def init_features(
+    *,
+    data_path: str,
+    dataset: str,
+    recipe: str,
+    spec: dict,
+    out_features: str,
+    out_record: str,
+    tracker=tracking.NULL_TRACKER,
+):
+    """Compute the feature ``recipe`` (``spec``: its :data:`mixlib.init.FEATURE_KEYS`) of the
+    rows every seed's initialisations are fitted on, once for all of them; write it (float32
+    ``.npy``) and a record of its shape and the seconds of each step."""
+    from . import init as initlib
+
+    ds = datalib.load_prepared(data_path)
+    fit = datalib.fit_rows(ds)  # seed-independent: the plan shares no holdout split's feature
+    X = ds.X if fit.all() else ds.X[fit]
+    timer = initlib.StepTimer()
+    try:
+        F = initlib.init_features(X, image_shape=ds.image_shape or None, timer=timer, **spec)
+    except ValueError as e:
+        raise ValueError(f"feature {recipe!r}: {e} (dataset {dataset!r})") from e
+    save_npy(out_features, np.ascontiguousarray(F, dtype=np.float32))
+    record = dict(
+        dataset=dataset,
+        recipe=recipe,
+        **spec,
+        n=int(F.shape[0]),
+        n_features=int(F.shape[1]),
+        data_checksum=ds.meta["checksum"],
+        **timer.seconds,
+    )
+    write_json(out_record, record)
+    tracker.log_params({"recipe": recipe, "feature": spec})
+    tracker.log_metrics(
+        {f"{k.removeprefix('seconds_')}_seconds": v for k, v in timer.seconds.items()}
+    )
+    tracker.log_dataset(ds.meta, data_path, "features")
+    log.info("feature %s of %s: %s, %s", recipe, dataset, F.shape, timer.seconds)
+
+
 def initialize(
     *,
     data_path: str,
@@ -145,6 +187,7 @@ def initialize(
     seed: int,
     out_labels: str,
     out_record: str,
+    features_path: str | None = None,
     tracker=tracking.NULL_TRACKER,
 ):
     """Run an initialisation method; write its labels (-1 = unseen) and its metrics record.
@@ -152,7 +195,8 @@ def initialize(
     ``spec`` is the init's entry as it runs on this dataset (``method`` and its keys,
     :meth:`mixlib.plan.Plan.init_for`). With a train/test split the method sees the training
     rows only (test rows get -1), and, having no way to label unseen rows, it is scored on the
-    rows it labelled (``rows: train``).
+    rows it labelled (``rows: train``). ``features_path``: the feature :func:`init_features`
+    computed for every seed (its record beside it must be of the same data and keys).
     """
     from . import init as initlib
     from . import metrics as metriclib
@@ -164,6 +208,8 @@ def initialize(
     fit = datalib.fit_rows(ds, seed)
     spec["image_shape"] = ds.image_shape or None
     t0 = time.perf_counter()
+    if features_path:
+        spec["features"] = _shared_features(features_path, ds, spec, int(fit.sum()))
     labels = np.full(ds.y.shape[0], -1, dtype=np.int64)
     X = ds.X if fit.all() else ds.X[fit]  # no copy of a 70,000-image data set
     try:
@@ -204,6 +250,22 @@ def initialize(
     tracker.log_dataset(ds.meta, data_path, "training")
     tracker.log_artifact(out_labels)
     log.info("init %s on %s seed %d: %s", init, dataset, seed, m)
+
+
+def _shared_features(path: str, ds, spec: dict, n_rows: int) -> np.ndarray:
+    """The feature at ``path``, checked against its record: computed from this data (checksum),
+    with this init's feature keys, for its ``n_rows`` fitted rows."""
+    from . import init as initlib
+
+    rec = read_json(Path(path).with_name("record.json"))
+    want = {k: spec[k] for k in initlib.FEATURE_KEYS}
+    got = {k: rec.get(k) for k in initlib.FEATURE_KEYS}
+    if rec.get("data_checksum") != ds.meta["checksum"] or got != want or rec["n"] != n_rows:
+        raise ValueError(
+            f"shared feature {path} was computed with {got} on data {rec.get('data_checksum')} "
+            f"({rec.get('n')} rows); this init needs {want} on {ds.meta['checksum']} ({n_rows})"
+        )
+    return np.load(path)
 
 
 def pretrain_autoencoder(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from . import download
+from . import init as initlib
 from .data import EMBEDDED_SOURCES, IMAGE_SOURCES
 from .errors import ConfigError
 from .models import model_spec, pretrain_key
@@ -125,6 +126,32 @@ class Plan:
         """Every (dataset, init, seed) some trained model starts from."""
         used = sorted({(r.dataset, r.init) for r in self.runs if r.init != "none"})
         return [(d, i, s) for (d, i), s in grid(used, self.seeds)]
+
+    def feature_recipe(self, init: str, dataset: str) -> str | None:
+        """The ``{recipe}`` of the feature init ``init`` clusters on ``dataset`` when one
+        ``init_features`` job can compute it for every seed (:func:`mixlib.init.feature_recipe`);
+        None for a per-seed holdout split, whose training rows depend on the seed."""
+        if self.datasets[dataset]["split"] == "holdout":
+            return None
+        return initlib.feature_recipe(self.init_for(init, dataset))
+
+    def feature_runs(self) -> list[tuple[str, str]]:
+        """Every (dataset, feature recipe) one ``init_features`` job computes for all seeds."""
+        runs = {(d, self.feature_recipe(i, d)) for d, i, _ in self.init_runs()}
+        return sorted(r for r in runs if r[1] is not None)
+
+    def pretrain_runs(self) -> list[tuple[str, str, int]]:
+        """Every (dataset, pre-training recipe, seed) one ``pretrain_autoencoder`` job trains."""
+        runs = {(r.dataset, self.models[r.model].pretrain, r.seed) for r in self.runs}
+        return sorted(r for r in runs if r[1] is not None)
+
+    def feature_spec(self, dataset: str, recipe: str) -> dict:
+        """The feature keys (:data:`mixlib.init.FEATURE_KEYS`) of ``recipe`` on ``dataset``."""
+        for d, i, _ in self.init_runs():
+            if d == dataset and self.feature_recipe(i, d) == recipe:
+                spec = self.init_for(i, d)
+                return {k: spec[k] for k in initlib.FEATURE_KEYS}
+        raise KeyError(f"no init of this config computes feature {recipe!r} on {dataset!r}")
 
     def pretrain_for(self, recipe: str) -> Model:
         """A model whose pre-training is ``recipe`` (they all pre-train alike: the recipe is the

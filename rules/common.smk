@@ -70,15 +70,27 @@ def figure_outputs():
 
 
 def job_benchmarks():
-    """Benchmark files of the jobs behind the tables (data, inits, training), from the rules'
-    own benchmark patterns (call after those rules are defined)."""
-    prepare, init, train = (
+    """Benchmark files of the jobs behind the tables (data, shared features, inits, shared
+    pre-training, training), from the rules' own benchmark patterns (call after those rules
+    are defined)."""
+    prepare, features, init, pretrain, train = (
         str(r.benchmark)
-        for r in (rules.prepare_dataset, rules.initialize, rules.train_model)
+        for r in (
+            rules.prepare_dataset,
+            rules.init_features,
+            rules.initialize,
+            rules.pretrain_autoencoder,
+            rules.train_model,
+        )
     )
     return [
         *(prepare.format(dataset=d) for d in DATASETS),
+        *(features.format(dataset=d, recipe=r) for d, r in PLAN.feature_runs()),
         *(init.format(dataset=d, init=i, seed=s) for d, i, s in PLAN.init_runs()),
+        *(
+            pretrain.format(dataset=d, recipe=r, seed=s)
+            for d, r, s in PLAN.pretrain_runs()
+        ),
         *(train.format(**r._asdict()) for r in PLAN.runs),
     ]
 
@@ -172,6 +184,14 @@ def init_input(wildcards):
     }
 
 
+def features_input(wildcards):
+    """The feature an init clusters, when one init_features job computes it for every seed."""
+    recipe = PLAN.feature_recipe(wildcards.init, wildcards.dataset)
+    if recipe is None:
+        return {}
+    return {"features": f"results/features/{wildcards.dataset}/{recipe}/features.npy"}
+
+
 def pretrain_input(wildcards):
     """The shared pre-trained auto-encoder a model starts from (DEC, IDEC), if any."""
     recipe = model_of(wildcards).pretrain
@@ -231,10 +251,11 @@ def sweep_values(wildcards):
 
 
 def init_threads(wildcards):
-    """2 threads for the inits that run torch and BLAS on many points (the scattering feature,
-    a graph or SSC over every point), else 1."""
+    """2 threads for the inits that run torch and BLAS on many points (a scattering feature of
+    their own, a graph or SSC over every point), else 1."""
     spec = PLAN.init_for(wildcards.init, wildcards.dataset)
-    heavy = spec["feature"] == "scattering" or (
+    own_scattering = spec["feature"] == "scattering" and not features_input(wildcards)
+    heavy = own_scattering or (
         spec["method"] in ("spectral", "ssc") and not spec["subset"]
     )
     return 2 if heavy else 1

@@ -1,5 +1,23 @@
+rule init_features:
+    input:
+        data="results/data/{dataset}.npz",
+    output:
+        features="results/features/{dataset}/{recipe}/features.npy",
+        record="results/features/{dataset}/{recipe}/record.json",
+    log:
+        "results/logs/init_features/{dataset}/{recipe}.log",
+    benchmark:
+        "results/benchmarks/init_features/{dataset}/{recipe}.tsv"
+    threads: 2
+    params:
+        spec=lambda wc: PLAN.feature_spec(wc.dataset, wc.recipe),
+    script:
+        "../workflow_scripts/init_features.py"
+
+
 rule initialize:
     input:
+        unpack(features_input),
         data="results/data/{dataset}.npz",
     output:
         labels="results/init/{dataset}/{init}/seed{seed}/labels.npy",

@@ -79,3 +79,128 @@ def test_scattering_beats_raw_pixels_on_mnist5k(mnist):
         seen = lab >= 0
         acc[feature] = clustering_accuracy(y[seen], lab[seen])
     assert acc["scattering"] > acc["raw"] + 0.03, acc
+
+
+def _spec(**kw):
+    spec = dict(method="spectral", subset=None, feature="scattering", scattering_J=2)
+    spec.update(standardize=False, pca_components=20, pca_center=False, n_neighbors=10)
+    return {**spec, **kw}
+
+
+def test_feature_recipe_is_shared_by_inits_of_the_same_feature_only():
+    r = init.feature_recipe(_spec())
+    assert r.startswith("scattering-")
+    # the method and its own keys do not change the feature; its keys do
+    assert init.feature_recipe(_spec(method="kmeans", n_neighbors=5)) == r
+    for k, v in [("scattering_J", 3), ("pca_components", 50), ("pca_center", True)]:
+        assert init.feature_recipe(_spec(**{k: v})) != r, k
+    assert init.feature_recipe(_spec(subset=2000)) is None  # a seeded subset: not shareable
+    assert init.feature_recipe(_spec(feature="raw")) is None
+    pca = init.feature_recipe(_spec(feature="pca"))
+    assert pca.startswith("pca-") and pca == init.feature_recipe(
+        _spec(feature="pca", scattering_J=3)
+    )
+
+
+@pytest.mark.parametrize("method", ["spectral", "kmeans"])
+def test_pipeline_init_from_the_shared_feature_gives_the_same_labels(tmp_path, method):
+    """The init_features stage computes the feature once; an init reading it gives the labels
+    of the init that computes the feature itself, for every seed; a feature of other keys or
+    other data is refused, naming both."""
+    from mixlib import pipeline
+    from mixlib.utils import read_json
+
+    ds = datalib.prepare("digits", {"source": "digits", "preprocess": {"scale": "minmax"}})
+    data = str(tmp_path / "digits.npz")
+    datalib.save_prepared(ds, data)
+    spec = _spec(method=method)
+    keys = {k: spec[k] for k in init.FEATURE_KEYS}
+    feat = tmp_path / "features" / "features.npy"
+    pipeline.init_features(
+        data_path=data,
+        dataset="digits",
+        recipe=init.feature_recipe(spec),
+        spec=keys,
+        out_features=str(feat),
+        out_record=str(feat.with_name("record.json")),
+    )
+    rec = read_json(feat.with_name("record.json"))
+    assert np.load(feat).shape == (1797, 20) == (rec["n"], rec["n_features"])
+    assert rec["seconds_scattering"] > 0 and rec["seconds_pca"] > 0
+
+    def run(seed, path, out):
+        pipeline.initialize(
+            data_path=data,
+            dataset="digits",
+            init="scat",
+            spec=spec,
+            seed=seed,
+            out_labels=str(tmp_path / f"{out}.npy"),
+            out_record=str(tmp_path / f"{out}.json"),
+            features_path=path,
+        )
+        return np.load(tmp_path / f"{out}.npy")
+
+    for seed in (0, 1):
+        np.testing.assert_array_equal(run(seed, str(feat), "shared"), run(seed, None, "own"))
+    assert "seconds_scattering" not in read_json(tmp_path / "shared.json")[0]
+    spec = _spec(method=method, pca_components=10)
+    with pytest.raises(ValueError, match=r"shared feature .*'pca_components': 20.*needs.*10"):
+        run(0, str(feat), "wrong")
+
+
+def test_precomputed_features_are_for_every_row_and_no_subset():
+    X = np.random.default_rng(0).random((30, 64))
+    F = np.random.default_rng(1).random((30, 5)).astype(np.float32)
+    lab, info = init.initialize(X, 2, "kmeans", seed=0, feature="pca", features=F)
+    assert info["n_features"] == 5 and "seconds_pca" not in info
+    np.testing.assert_array_equal(lab, init.initialize(F, 2, "kmeans", seed=0)[0])
+    with pytest.raises(ValueError, match=r"features of shape \(29, 5\) for 30 rows"):
+        init.initialize(X, 2, "kmeans", seed=0, feature="pca", features=F[:29])
+    with pytest.raises(ValueError, match="subset 10: they are for inits without a subset"):
+        init.initialize(X, 2, "kmeans", seed=0, feature="pca", subset=10, features=F)
+
+
+@pytest.mark.workflow
+def test_workflow_computes_a_shared_feature_once_for_every_seed_and_init(tmp_path):
+    """The real Snakefile: two inits of the same scattering feature, two seeds: one
+    init_features job, four initialize jobs reading it, the labels of inits that compute the
+    feature themselves; an init with a seeded subset and a holdout dataset get no shared
+    feature."""
+    from helpers import run_snakemake
+
+    from mixlib.plan import load_plan
+
+    feat = dict(feature="scattering", scattering_J=2, pca_components=20)
+    config = {
+        "seeds": [0, 1],
+        "datasets": {
+            "digits": {"source": "digits", "preprocess": {"scale": "minmax"}},
+            "digits_holdout": {"source": "digits", "split": "holdout", "test_size": 0.2},
+        },
+        "inits": {
+            "spec": {"method": "spectral", "n_neighbors": 10, **feat},
+            "km": {"method": "kmeans", **feat},
+            "km_sub": {"method": "kmeans", "subset": 500, **feat},
+        },
+        "models": {"kmeans": {"kind": "kmeans", "inits": ["spec", "km", "km_sub"]}},
+        "tracking": {"enabled": False},
+    }
+    plan = load_plan(config)
+    recipe = plan.feature_recipe("spec", "digits")
+    assert plan.feature_runs() == [("digits", recipe)]
+    assert plan.feature_recipe("km_sub", "digits") is None
+    assert plan.feature_recipe("spec", "digits_holdout") is None
+    out = [f"results/init/digits/{i}/seed{s}/labels.npy" for i in ("spec", "km") for s in (0, 1)]
+    p = run_snakemake(tmp_path, "--cores", "2", *out, config=config)
+    assert p.stderr.count("rule init_features:") == 1, p.stderr[-3000:]
+    assert [
+        f.parent.name for f in (tmp_path / "results/features/digits").glob("*/features.npy")
+    ] == [recipe]
+    ds = datalib.load_prepared(tmp_path / "results/data/digits.npz")
+    for name, method in (("spec", "spectral"), ("km", "kmeans")):
+        spec = {k: v for k, v in plan.init_for(name, "digits").items() if k != "method"}
+        for s in (0, 1):
+            own, _ = init.initialize(ds.X, 10, method, seed=s, image_shape=ds.image_shape, **spec)
+            got = np.load(tmp_path / f"results/init/digits/{name}/seed{s}/labels.npy")
+            np.testing.assert_array_equal(got, own)

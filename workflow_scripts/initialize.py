@@ -11,4 +11,5 @@ run_job(
     seed=int(snakemake.wildcards.seed),
     out_labels=snakemake.output.labels,
     out_record=snakemake.output.record,
+    features_path=snakemake.input.get("features"),
 )
