@@ -284,7 +284,7 @@ SHIPPED_CONFIGS = [
     ("dpkm_mnist", 23),
     ("dec", 47),
     ("dec_mnist", 12),
-    ("umap_init", 39),
+    ("umap_init", 79),
     ("deep_70k", 61),
 ]
 
