@@ -15,7 +15,8 @@ FLOPs counted in the Gram form, per sample: ``A^T y`` 2 M K N, T - 1 layers of 2
 first layer has no product), the energy 2 K N^2; per batch the Gram matrices 2 K M N^2. A
 training step counts 3x its forward (forward, then input and weight gradients); an evaluation,
 its forward. Each timing is the fastest of ``--repeats``, the least disturbed by other
-processes.
+processes. The last line times one FISTA layer's product alone: the rate that GEMM shape
+reaches on this machine without the elementwise steps, autograd and Adam around it.
 """
 
 from __future__ import annotations
@@ -58,6 +59,20 @@ def evaluation(mod, Xt, D, step) -> float:
             _, E = mod.encode(Xt[s : s + EVAL_BATCH], A, LAM, step, T, None, True)
             mod.mixture_loss(E, bias, 0.0, M)[1].argmax(0)
     return time.perf_counter() - t0
+
+
+def layer_gemm_rate(repeats: int = 50) -> float:
+    """FLOP/s of one FISTA layer's product alone, ``(K, BATCH, N) @ (K, N, N)`` as the Gram
+    path's ``baddbmm`` computes it, on warm operands: what the GEMM shape that MixMate's recipe
+    fixes (K = 10, batch 256, N = 50) reaches on its own, whatever surrounds it."""
+    z, W, c = torch.randn(K, BATCH, N), torch.randn(K, N, N), torch.randn(K, BATCH, N)
+    torch.baddbmm(c, z, W)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.baddbmm(c, z, W)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * K * BATCH * N * N / best
 
 
 def main(argv=None):
@@ -111,6 +126,12 @@ def main(argv=None):
             )
     for i, what in enumerate(("epoch", "evaluation", "epoch + evaluation")):
         print(f"ratio baseline / today, {what}: {times['baseline'][i] / times['today'][i]:.2f}x")
+    layer = layer_gemm_rate()
+    print(
+        f"one layer's GEMM alone, ({K}, {BATCH}, {N}) @ ({K}, {N}, {N}): {layer / 1e9:.1f} GFLOP/s "
+        f"({layer / rate:.2f} of matmul), the shape of ~half the FLOPs (the other half, A^T y "
+        "and its gradients, are large GEMMs)"
+    )
 
 
 if __name__ == "__main__":
