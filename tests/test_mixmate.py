@@ -418,3 +418,29 @@ def test_flushing_subnormals_keeps_the_labels(dataset, params, mnist5k):
     flushed = MixMate(**kw).fit(X, init_labels=y.astype(np.int64))
     exact = MixMate(flush_denormal=False, **kw).fit(X, init_labels=y.astype(np.int64))
     np.testing.assert_array_equal(flushed.labels_, exact.labels_)
+
+
+@pytest.mark.parametrize("eval_every", [1, 2])
+def test_the_last_epochs_evaluation_is_the_final_labels_computed_once(
+    mnist, eval_every, monkeypatch
+):
+    """With the monitor evaluating after the last epoch, the final labels are that pass's (not
+    a second pass over the same parameters), and the same as a fit without a monitor; every
+    other epoch's pass still runs after its own training steps."""
+    X, y = mnist[0][:512], mnist[1][:512]
+    kw = dict(n_epochs=3, random_state=0, n_layers=5)
+    plain = MixMate(**kw).fit(X, init_labels=y.astype(np.int64))
+    calls = []
+    original = MixMate._evaluate
+    monkeypatch.setattr(
+        MixMate, "_evaluate", lambda self, *a: calls.append(1) or original(self, *a)
+    )
+    m = MixMate(**kw)
+    monitor = TrainingMonitor(NULL_TRACKER, y_eval=y, eval_every=eval_every)
+    m.fit(X, init_labels=y.astype(np.int64), callback=monitor)
+    evaluated_epochs = int(np.isfinite(monitor.curves()["acc"]).sum())
+    assert evaluated_epochs == (3 if eval_every == 1 else 2)  # epochs 2 and 3 (the last)
+    assert len(calls) == 1 + evaluated_epochs  # the init's pass and one per evaluated epoch
+    np.testing.assert_array_equal(m.labels_, plain.labels_)
+    assert m.loss_ == plain.loss_
+    assert monitor.curves()["acc"][-1] == pytest.approx(clustering_accuracy(y, m.labels_))

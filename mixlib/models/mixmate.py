@@ -689,7 +689,15 @@ class MixMate(TorchModel):
         bs = int(self.batch_size)
         n_batches = max(n // bs, 1)  # the reference drops the incomplete last batch
         hist = {"loss": []}
+        evaluated = {}  # the evaluation pass of the current parameters, once asked for
+
+        def evaluation():
+            if "out" not in evaluated:
+                evaluated["out"] = self._evaluate(Xt, mt, A.detach(), bias.detach())
+            return evaluated["out"]
+
         for epoch in range(int(self.n_epochs)):
+            evaluated.clear()
             perm = torch.as_tensor(rng.permutation(n), device=dev)
             running = 0.0
             for b in range(n_batches):
@@ -714,7 +722,7 @@ class MixMate(TorchModel):
                     epoch + 1,
                     int(self.n_epochs),
                     {"loss": hist["loss"][-1]},
-                    labels=lambda: self._evaluate(Xt, mt, A.detach(), bias.detach())[0],
+                    labels=lambda: evaluation()[0],
                     predict=lambda Z: self._labels_of(Z, A.detach(), bias.detach()),
                 ),
             )
@@ -722,7 +730,8 @@ class MixMate(TorchModel):
         self.n_iter_ = int(self.n_epochs)
         self.dictionaries_ = A.detach().cpu().numpy()
         self.bias_ = bias.detach().cpu().numpy()
-        self.labels_, self.loss_ = self._evaluate(Xt, mt, A.detach(), bias.detach())
+        # the monitor's pass after the last epoch, when it asked for one, is this one: not again
+        self.labels_, self.loss_ = evaluation()
 
     def _fitted(self):
         if not hasattr(self, "dictionaries_"):
