@@ -93,8 +93,8 @@ def initialize(
 
     ``image_shape``: (h, w) of the rows of ``X`` (flattened images), needed by the feature
     ``scattering``. ``features``: the feature of every row of ``X``, computed beforehand by
-    :func:`init_features` with this init's :data:`FEATURE_KEYS` (the same labels as computing it
-    here); only without a ``subset``. ``info`` holds the number of labelled points, the
+    :func:`init_features` with this init's :func:`feature_keys` (the labels of computing it here
+    with as many threads); only without a ``subset``. ``info`` holds the number of labelled points, the
     feature's dimension and the seconds spent in each step (``seconds_<step>``).
     """
     if method not in METHODS:
@@ -202,11 +202,18 @@ def feature_recipe(spec: dict) -> str | None:
     ``subset``)."""
     if spec["subset"] is not None or spec["feature"] == "raw":
         return None
-    keys = {k: spec[k] for k in FEATURE_KEYS}
-    if keys["feature"] == "pca":
-        keys.pop("scattering_J")  # unused
+    keys = feature_keys(spec)
     blob = json.dumps(keys, sort_keys=True).encode()
     return f"{keys['feature']}-{hashlib.sha1(blob).hexdigest()[:10]}"
+
+
+def feature_keys(spec: dict) -> dict:
+    """The keys of an init entry ``spec`` its feature depends on: :data:`FEATURE_KEYS`, but
+    ``scattering_J`` only for the scattering feature."""
+    keys = {k: spec[k] for k in FEATURE_KEYS}
+    if keys["feature"] != "scattering":
+        keys.pop("scattering_J")
+    return keys
 
 
 def _check_image_shape(image_shape, d: int) -> None:

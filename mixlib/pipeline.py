@@ -146,7 +146,7 @@ def init_features(
     out_record: str,
     tracker=tracking.NULL_TRACKER,
 ):
-    """Compute the feature ``recipe`` (``spec``: its :data:`mixlib.init.FEATURE_KEYS`) of the
+    """Compute the feature ``recipe`` (``spec``: its :func:`mixlib.init.feature_keys`) of the
     rows every seed's initialisations are fitted on, once for all of them; write it (float32
     ``.npy``) and a record of its shape and the seconds of each step."""
     from . import init as initlib
@@ -258,8 +258,8 @@ def _shared_features(path: str, ds, spec: dict, n_rows: int) -> np.ndarray:
     from . import init as initlib
 
     rec = read_json(Path(path).with_name("record.json"))
-    want = {k: spec[k] for k in initlib.FEATURE_KEYS}
-    got = {k: rec.get(k) for k in initlib.FEATURE_KEYS}
+    want = initlib.feature_keys(spec)
+    got = {k: rec.get(k) for k in want}
     if rec.get("data_checksum") != ds.meta["checksum"] or got != want or rec["n"] != n_rows:
         raise ValueError(
             f"shared feature {path} was computed with {got} on data {rec.get('data_checksum')} "

@@ -146,11 +146,10 @@ class Plan:
         return sorted(r for r in runs if r[1] is not None)
 
     def feature_spec(self, dataset: str, recipe: str) -> dict:
-        """The feature keys (:data:`mixlib.init.FEATURE_KEYS`) of ``recipe`` on ``dataset``."""
+        """The feature keys (:func:`mixlib.init.feature_keys`) of ``recipe`` on ``dataset``."""
         for d, i, _ in self.init_runs():
             if d == dataset and self.feature_recipe(i, d) == recipe:
-                spec = self.init_for(i, d)
-                return {k: spec[k] for k in initlib.FEATURE_KEYS}
+                return initlib.feature_keys(self.init_for(i, d))
         raise KeyError(f"no init of this config computes feature {recipe!r} on {dataset!r}")
 
     def pretrain_for(self, recipe: str) -> Model:

@@ -114,7 +114,7 @@ def test_pipeline_init_from_the_shared_feature_gives_the_same_labels(tmp_path, m
     data = str(tmp_path / "digits.npz")
     datalib.save_prepared(ds, data)
     spec = _spec(method=method)
-    keys = {k: spec[k] for k in init.FEATURE_KEYS}
+    keys = init.feature_keys(spec)
     feat = tmp_path / "features" / "features.npy"
     pipeline.init_features(
         data_path=data,
@@ -204,3 +204,39 @@ def test_workflow_computes_a_shared_feature_once_for_every_seed_and_init(tmp_pat
             own, _ = init.initialize(ds.X, 10, method, seed=s, image_shape=ds.image_shape, **spec)
             got = np.load(tmp_path / f"results/init/digits/{name}/seed{s}/labels.npy")
             np.testing.assert_array_equal(got, own)
+
+
+def test_a_shared_pca_feature_ignores_the_scattering_scale(tmp_path):
+    """Two pca-feature inits differing only in the (unused) scattering_J share one feature and
+    both read it."""
+    from mixlib import pipeline
+
+    ds = datalib.prepare("digits", {"source": "digits", "preprocess": {"scale": "minmax"}})
+    data = str(tmp_path / "digits.npz")
+    datalib.save_prepared(ds, data)
+    a, b = _spec(feature="pca", scattering_J=2), _spec(feature="pca", scattering_J=3)
+    assert init.feature_recipe(a) == init.feature_recipe(b)
+    assert init.feature_keys(a) == init.feature_keys(b) and "scattering_J" not in init.feature_keys(
+        a
+    )
+    feat = tmp_path / "f" / "features.npy"
+    pipeline.init_features(
+        data_path=data,
+        dataset="digits",
+        recipe=init.feature_recipe(a),
+        spec=init.feature_keys(a),
+        out_features=str(feat),
+        out_record=str(feat.with_name("record.json")),
+    )
+    for i, spec in enumerate((a, b)):
+        pipeline.initialize(
+            data_path=data,
+            dataset="digits",
+            init="pca",
+            spec=spec,
+            seed=0,
+            out_labels=str(tmp_path / f"{i}.npy"),
+            out_record=str(tmp_path / f"{i}.json"),
+            features_path=str(feat),
+        )
+    np.testing.assert_array_equal(np.load(tmp_path / "0.npy"), np.load(tmp_path / "1.npy"))
