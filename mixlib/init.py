@@ -61,7 +61,6 @@ import numpy as np
 import scipy.linalg
 from scipy import sparse
 from scipy.sparse.linalg import eigsh
-from sklearn.cluster import KMeans
 
 METHODS = ("random", "kmeans", "spectral", "ssc", "umap")
 FEATURES = ("raw", "pca", "scattering")
@@ -131,6 +130,8 @@ def initialize(
     if method == "random":
         sub = rng.integers(n_clusters, size=idx.size)
     elif method == "kmeans":
+        from sklearn.cluster import KMeans
+
         sub = KMeans(n_clusters, n_init=n_init, random_state=rs).fit_predict(F)
         timer.lap("kmeans")
     elif method == "umap":
@@ -414,6 +415,8 @@ def spectral_labels(
         _, U = eigsh(M, k=k, which="LA", v0=rng.uniform(-1, 1, n), tol=1e-8, ncv=ncv)
     U = U / np.maximum(np.linalg.norm(U, axis=1, keepdims=True), 1e-12)
     rs = int(rng.integers(2**31 - 1))
+    from sklearn.cluster import KMeans  # imported when used: the plan reads this module
+
     return KMeans(n_clusters, n_init=n_init, random_state=rs).fit_predict(U).astype(np.int64)
 
 
