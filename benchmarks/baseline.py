@@ -51,3 +51,13 @@ def matmul_rate(a, b, repeats: int = 3) -> float:
         a @ b
         best = min(best, time.perf_counter() - t0)
     return 2 * a.shape[0] ** 3 / best
+
+
+def autoencoder_flops_per_sample(d: int, hidden=(500, 500, 2000), emb: int = 10) -> float:
+    """FLOPs of one training step per sample of the auto-encoder ``d-hidden-emb`` and its mirror
+    (deep power k-means, N2D, DEC): forward 2 MAC, weight gradients 2 MAC, input gradients
+    2 (MAC - first layer's MAC)."""
+    dims = [d, *hidden, emb]
+    enc = [a * b for a, b in zip(dims[:-1], dims[1:])]
+    mac = 2 * sum(enc)  # encoder and its mirror
+    return 2 * mac + 2 * mac + 2 * (mac - enc[0])

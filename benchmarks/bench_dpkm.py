@@ -18,17 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from baseline import BASELINE_COMMIT, REPO, baseline_modules, matmul_rate
+from baseline import (
+    BASELINE_COMMIT,
+    REPO,
+    autoencoder_flops_per_sample,
+    baseline_modules,
+    matmul_rate,
+)
 
 from mixlib.data import prepare
 from mixlib.models.power_kmeans import DeepPowerKMeans
-
-
-def flops_per_sample(d: int, hidden=(500, 500, 2000), emb: int = 10) -> float:
-    dims = [d, *hidden, emb]
-    enc = [a * b for a, b in zip(dims[:-1], dims[1:])]
-    mac = 2 * sum(enc)  # encoder and its mirror
-    return 2 * mac + 2 * mac + 2 * (mac - enc[0])
 
 
 def epoch_seconds(cls, X, epochs: int = 4, **kw) -> float:
@@ -64,7 +63,7 @@ def main(argv=None):
     X = ds.X[: args.n] if args.n else ds.X
     old = baseline_modules(["power_kmeans"])["power_kmeans"].DeepPowerKMeans
     rate = matmul_rate(torch.randn(4096, 4096), torch.randn(4096, 4096))  # float32
-    flop = flops_per_sample(X.shape[1]) * X.shape[0]
+    flop = autoencoder_flops_per_sample(X.shape[1]) * X.shape[0]
     print(
         f"torch {torch.__version__}, threads={args.threads}, {X.shape[0]} x {X.shape[1]}; "
         f"4096^3 float32 matmul: {rate / 1e9:.1f} GFLOP/s; baseline: {BASELINE_COMMIT}; "

@@ -22,17 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from baseline import REPO, matmul_rate
+from baseline import REPO, autoencoder_flops_per_sample, matmul_rate
 
 from mixlib.data import prepare
 from mixlib.models.n2d import N2D
-
-
-def flops_per_sample(d: int, hidden=(500, 500, 2000), emb: int = 10) -> float:
-    dims = [d, *hidden, emb]
-    enc = [a * b for a, b in zip(dims[:-1], dims[1:])]
-    mac = 2 * sum(enc)  # encoder and its mirror
-    return 2 * mac + 2 * mac + 2 * (mac - enc[0])
 
 
 def main(argv=None):
@@ -50,7 +43,7 @@ def main(argv=None):
         ds = prepare("mnist5k", {"source": "mnist5k", "preprocess": {"scale": "minmax"}})
     X = ds.X
     rate = matmul_rate(torch.randn(4096, 4096), torch.randn(4096, 4096))  # float32
-    flop = flops_per_sample(X.shape[1]) * X.shape[0]
+    flop = autoencoder_flops_per_sample(X.shape[1]) * X.shape[0]
     print(
         f"torch {torch.__version__}, threads={args.threads}, {X.shape[0]} x {X.shape[1]}; "
         f"4096^3 float32 matmul: {rate / 1e9:.1f} GFLOP/s; {flop / 1e12:.2f} TFLOP per epoch"
