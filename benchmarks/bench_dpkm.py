@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,9 +23,9 @@ from baseline import (
     autoencoder_flops_per_sample,
     baseline_modules,
     matmul_rate,
+    mnist_or_mnist5k,
 )
 
-from mixlib.data import prepare
 from mixlib.models.power_kmeans import DeepPowerKMeans
 
 
@@ -54,12 +53,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=None, help="use the first n images only")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if (Path(args.raw_dir) / "mnist").is_dir():
-        ds = prepare(
-            "mnist", {"source": "mnist", "preprocess": {"scale": "minmax"}}, raw_dir=args.raw_dir
-        )
-    else:
-        ds = prepare("mnist5k", {"source": "mnist5k", "preprocess": {"scale": "minmax"}})
+    ds = mnist_or_mnist5k(args.raw_dir)
     X = ds.X[: args.n] if args.n else ds.X
     old = baseline_modules(["power_kmeans"])["power_kmeans"].DeepPowerKMeans
     rate = matmul_rate(torch.randn(4096, 4096), torch.randn(4096, 4096))  # float32

@@ -28,14 +28,12 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from baseline import BASELINE_COMMIT, REPO, baseline_modules, matmul_rate
+from baseline import BASELINE_COMMIT, REPO, baseline_modules, matmul_rate, mnist_or_mnist5k
 
 from mixlib import init as today
-from mixlib.data import prepare
 
 J, PCA, NEIGHBOURS, K = 3, 500, 10, 10
 
@@ -84,11 +82,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if (Path(args.raw_dir) / "mnist").is_dir():
-        spec = {"source": "mnist", "preprocess": {"scale": "minmax"}}
-        ds = prepare("mnist", spec, raw_dir=args.raw_dir)
-    else:
-        ds = prepare("mnist5k", {"source": "mnist5k", "preprocess": {"scale": "minmax"}})
+    ds = mnist_or_mnist5k(args.raw_dir)
     X = ds.X[: args.n] if args.n else ds.X
     mods = {"today": today}
     if "baseline" in args.versions:

@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from baseline import BASELINE_COMMIT, REPO, baseline_modules, matmul_rate
+from baseline import BASELINE_COMMIT, REPO, baseline_modules, matmul_rate, mnist_or_mnist5k
 
-from mixlib.data import prepare
 from mixlib.models import mixmate
 
 K, N, T, LAM, BATCH, EVAL_BATCH = 10, 50, 15, 0.75, 256, 512
@@ -86,12 +84,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # as MixMate.fit (both versions see the same arithmetic)
     step = args.step if args.step == "spectral" else float(args.step)
-    if (Path(args.raw_dir) / "mnist").is_dir():
-        ds = prepare(
-            "mnist", {"source": "mnist", "preprocess": {"scale": "minmax"}}, raw_dir=args.raw_dir
-        )
-    else:
-        ds = prepare("mnist5k", {"source": "mnist5k", "preprocess": {"scale": "minmax"}})
+    ds = mnist_or_mnist5k(args.raw_dir)
     X, y = (ds.X[: args.n], ds.y[: args.n]) if args.n else (ds.X, ds.y)
     Xt = torch.as_tensor(X, dtype=torch.float32)
     D = mixmate.dictionaries_from_labels(

@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from baseline import REPO, autoencoder_flops_per_sample, matmul_rate
+from baseline import REPO, autoencoder_flops_per_sample, matmul_rate, mnist_or_mnist5k
 
-from mixlib.data import prepare
 from mixlib.models.n2d import N2D
 
 
@@ -35,12 +33,7 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=4)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if (Path(args.raw_dir) / "mnist").is_dir():
-        ds = prepare(
-            "mnist", {"source": "mnist", "preprocess": {"scale": "minmax"}}, raw_dir=args.raw_dir
-        )
-    else:
-        ds = prepare("mnist5k", {"source": "mnist5k", "preprocess": {"scale": "minmax"}})
+    ds = mnist_or_mnist5k(args.raw_dir)
     X = ds.X
     rate = matmul_rate(torch.randn(4096, 4096), torch.randn(4096, 4096))  # float32
     flop = autoencoder_flops_per_sample(X.shape[1]) * X.shape[0]
