@@ -330,3 +330,31 @@ def test_deep_power_kmeans_one_thread_when_mkl_is_not_reproducible(monkeypatch):
         assert m.fit_threads_ == 1 and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(prev)
+
+
+def test_adam_is_fused_for_float_parameters_and_steps_like_torchs_adam():
+    """``base.adam`` (the optimiser of deep power k-means, N2D, and DEC/IDEC's Adam phases) is
+    fused for float32/float64 parameters on this torch and its steps equal foreach Adam's to
+    float32 rounding; groups (deep power k-means' decoder weight decay) are kept."""
+    from mixlib.models.base import adam
+
+    gen = torch.Generator().manual_seed(0)
+    w0 = torch.randn(50, 20, generator=gen)
+    grads = [torch.randn(50, 20, generator=gen) for _ in range(5)]
+    out = []
+    for make in (
+        lambda p: adam([{"params": [p], "weight_decay": 0.1}], lr=1e-2, eps=1e-7),
+        lambda p: torch.optim.Adam([p], lr=1e-2, eps=1e-7, weight_decay=0.1, foreach=True),
+    ):
+        p = torch.nn.Parameter(w0.clone())
+        opt = make(p)
+        for g in grads:
+            p.grad = g.clone()
+            opt.step()
+        out.append((opt, p.detach()))
+    assert out[0][0].defaults["fused"] is True
+    assert out[0][0].param_groups[0]["weight_decay"] == 0.1
+    assert torch.allclose(out[0][1], out[1][1], rtol=1e-6, atol=1e-7)
+    assert not torch.equal(out[0][1], w0)
+    half = torch.nn.Parameter(torch.zeros(3, dtype=torch.float16))
+    assert not adam([half], lr=1e-3).defaults["fused"]  # not fused on CPU: foreach

@@ -57,6 +57,7 @@ from . import data_fingerprint, pretrain_recipe, register
 from .base import (
     Progress,
     TorchModel,
+    adam,
     call,
     centers_from_labels,
     check_array_2d,
@@ -114,7 +115,7 @@ class _EmbeddedClustering(TorchModel):
     def _optimizer(self, params, kind: str, lr: float):
         if kind == "sgd":
             return torch.optim.SGD(params, lr=lr, momentum=0.9)
-        return torch.optim.Adam(params, lr=lr, eps=1e-7)  # Keras' Adam epsilon
+        return adam(params, lr=lr, eps=1e-7)  # Keras' Adam epsilon
 
     # -- fit ------------------------------------------------------------------------------------
     def fit(self, X, y=None, init_labels=None, callback=None, pretrained=None):

@@ -52,6 +52,7 @@ from . import register
 from .base import (
     Progress,
     TorchModel,
+    adam,
     call,
     check_array_2d,
     check_init_labels,
@@ -206,7 +207,7 @@ class N2D(TorchModel):
 
         self.ae_ = _AutoEncoder(X.shape[1], tuple(int(h) for h in self.hidden_dims), emb)
         glorot_uniform_(self.ae_, gen, dev, dt)
-        opt = torch.optim.Adam(self.ae_.parameters(), lr=self.lr, eps=1e-7)
+        opt = adam(self.ae_.parameters(), lr=self.lr, eps=1e-7)
         total = self.pretrain_epochs + 1
         self.history_ = {"reconstruction": []}
         with subnormals_flushed(self.flush_denormal):
