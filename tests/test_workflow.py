@@ -284,6 +284,7 @@ SHIPPED_CONFIGS = [
     ("dpkm_mnist", 23),
     ("dec", 47),
     ("dec_mnist", 12),
+    ("n2d_mnist", 9),
     ("umap_init", 79),
     ("deep_70k", 61),
 ]
