@@ -197,6 +197,29 @@ def test_deep_power_kmeans_trains_with_subnormals_flushed(flush):
     assert not flushes_subnormals()
 
 
+def test_subnormals_flushed_on_every_thread_of_torchs_pool():
+    """FTZ/DAZ reach torch's OpenMP workers too, not only the calling thread: a 2-thread product
+    of subnormal inputs is 0 everywhere inside the block (with the calling thread's bits alone,
+    the worker's half stayed subnormal, and ~100x slower) and subnormal everywhere after it. The
+    pool exists before the block (a parallel product first), as in a fit after other work."""
+    from mixlib.models.base import subnormals_flushed
+
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush subnormals")
+    torch.set_flush_denormal(False)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        a = torch.full((1 << 20,), 1e-39, dtype=torch.float32)  # 16 grains of torch's 32768
+        b = torch.full_like(a, 0.5)
+        assert bool(((a * b) != 0).all())  # pool started; subnormal results everywhere
+        with subnormals_flushed():
+            assert bool(((a * b) == 0).all())
+        assert bool(((a * b) != 0).all())
+    finally:
+        torch.set_num_threads(prev)
+
+
 def test_deep_power_kmeans_default_architecture_and_params():
     X, _ = make_blobs(20, centers=2, n_features=6, random_state=0)
     m = DeepPowerKMeans(2, n_rounds=1, epochs_per_s=1, device="cpu", random_state=0)
