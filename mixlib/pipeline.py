@@ -58,11 +58,15 @@ def run_job(smk, stage, *, torch_threads: bool = False, **kwargs):
     from threadpoolctl import threadpool_limits
 
     threads = max(1, int(smk.threads))
-    # OpenMP threads sleep when they wait instead of spinning (read when torch starts): on cores
-    # shared with other jobs a spinning thread waits for a descheduled one at every parallel
-    # region (a 2-thread deep power k-means epoch: 190 s against 15 s passive); set the
-    # variable to override
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # OpenMP threads spin briefly, then sleep, when they wait (read when torch starts). libgomp's
+    # default spin (300,000 turns) makes a waiting thread burn a core shared with other work (an
+    # N2D auto-encoder step on 2 threads, one core busy with another process: 171 ms), passive
+    # waits (OMP_WAIT_POLICY=PASSIVE) pay a wake-up at every small parallel region on quiet
+    # cores (30 ms against 23); 3,000 turns: 24 ms quiet, 52 ms shared (passive 47). LLVM's and
+    # Intel's runtimes: no block time. Any of these variables set by the user wins.
+    if not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"} & set(os.environ):
+        os.environ["GOMP_SPINCOUNT"] = "3000"
+        os.environ["KMP_BLOCKTIME"] = "0"
     if torch_threads:
         # torch takes its thread count from OMP_NUM_THREADS when a model first imports it; not
         # importing torch here spares the jobs of the models that never use it seconds each

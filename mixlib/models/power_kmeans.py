@@ -78,8 +78,9 @@ do not depend on the thread count.
 
 Speed: ~19.2 MFLOP per sample per step (784-500-500-2000-10 and mirror); fused Adam, the decoder
 L2 as weight decay and one host sync per epoch bring a step to ~0.6 of a large GEMM's rate on one
-core (MNIST 70k: ~12 s an epoch per unshared core). On cores shared with other jobs, run torch
-with ``OMP_WAIT_POLICY=PASSIVE`` (read when torch is imported) or with one thread: libgomp's
+core and ~0.58 on two (MNIST 70k: ~6 s an epoch on two quiet cores, benchmarks/bench_dpkm.py).
+On cores shared with other jobs, run torch with a short spin (``GOMP_SPINCOUNT=3000``, as the
+pipeline's jobs do; read when torch is imported), passive waits or one thread: libgomp's default
 spin-waits made a 2-thread epoch 13x slower there.
 """
 
