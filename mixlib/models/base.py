@@ -138,11 +138,12 @@ def _share_fp_env(n_threads: int) -> bool:
     import ctypes.util
     import os
 
-    if n_threads < 2:
+    noload = getattr(os, "RTLD_NOLOAD", None)  # POSIX only
+    if n_threads < 2 or noload is None:
         return False
     for name in ("libgomp.so.1", "libiomp5.so", "libomp.so"):
         try:  # RTLD_NOLOAD: only a runtime already in the process (torch's)
-            omp = ctypes.CDLL(name, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+            omp = ctypes.CDLL(name, mode=noload | os.RTLD_LAZY)
             parallel = omp.GOMP_parallel
             break
         except (OSError, AttributeError):
