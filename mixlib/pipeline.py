@@ -49,6 +49,19 @@ def _logging_to(path):
             root.removeHandler(handler)
 
 
+def openmp_wait_defaults(environ) -> None:
+    """Make OpenMP threads spin briefly, then sleep, when they wait (read when torch starts),
+    unless ``environ`` already says how: ``GOMP_SPINCOUNT=3000`` (libgomp, torch's runtime on
+    Linux) and ``KMP_BLOCKTIME=0`` (LLVM's and Intel's). libgomp's default spin (300,000 turns)
+    makes a waiting thread burn a core that other work needs (an auto-encoder step on 2 threads
+    beside a busy core: 171 ms); passive waits (``OMP_WAIT_POLICY=PASSIVE``, the jobs' setting
+    before) pay a wake-up at every small parallel region on quiet cores (30 ms against 23);
+    3,000 turns: 24 ms quiet, 52 ms shared (passive 47); benchmarks/bench_omp_wait.py."""
+    if not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"} & set(environ):
+        environ["GOMP_SPINCOUNT"] = "3000"
+        environ["KMP_BLOCKTIME"] = "0"
+
+
 def run_job(smk, stage, *, torch_threads: bool = False, **kwargs):
     """Run ``stage(tracker=..., **kwargs)`` as the job ``smk`` (a Snakemake script object):
     output to its log file, one MLflow run tagged with its rule and wildcards (with the settings
@@ -58,15 +71,7 @@ def run_job(smk, stage, *, torch_threads: bool = False, **kwargs):
     from threadpoolctl import threadpool_limits
 
     threads = max(1, int(smk.threads))
-    # OpenMP threads spin briefly, then sleep, when they wait (read when torch starts). libgomp's
-    # default spin (300,000 turns) makes a waiting thread burn a core shared with other work (an
-    # N2D auto-encoder step on 2 threads, one core busy with another process: 171 ms), passive
-    # waits (OMP_WAIT_POLICY=PASSIVE) pay a wake-up at every small parallel region on quiet
-    # cores (30 ms against 23); 3,000 turns: 24 ms quiet, 52 ms shared (passive 47). LLVM's and
-    # Intel's runtimes: no block time. Any of these variables set by the user wins.
-    if not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"} & set(os.environ):
-        os.environ["GOMP_SPINCOUNT"] = "3000"
-        os.environ["KMP_BLOCKTIME"] = "0"
+    openmp_wait_defaults(os.environ)
     if torch_threads:
         # torch takes its thread count from OMP_NUM_THREADS when a model first imports it; not
         # importing torch here spares the jobs of the models that never use it seconds each

@@ -220,6 +220,21 @@ def test_subnormals_flushed_on_every_thread_of_torchs_pool():
         torch.set_num_threads(prev)
 
 
+def test_jobs_openmp_threads_spin_briefly_unless_the_user_said_how_to_wait():
+    """``pipeline.openmp_wait_defaults`` (called by every job before torch loads): a short spin
+    for libgomp and no block time for LLVM's runtime when the environment is silent; any of the
+    three variables set by the user leaves the environment as it is."""
+    from mixlib.pipeline import openmp_wait_defaults
+
+    env = {"PATH": "/bin"}
+    openmp_wait_defaults(env)
+    assert env == {"PATH": "/bin", "GOMP_SPINCOUNT": "3000", "KMP_BLOCKTIME": "0"}
+    for user in ({"OMP_WAIT_POLICY": "PASSIVE"}, {"GOMP_SPINCOUNT": "0"}, {"KMP_BLOCKTIME": "5"}):
+        env = dict(user)
+        openmp_wait_defaults(env)
+        assert env == user
+
+
 def test_deep_power_kmeans_default_architecture_and_params():
     X, _ = make_blobs(20, centers=2, n_features=6, random_state=0)
     m = DeepPowerKMeans(2, n_rounds=1, epochs_per_s=1, device="cpu", random_state=0)
