@@ -56,7 +56,8 @@ def openmp_wait_defaults(environ) -> None:
     makes a waiting thread burn a core that other work needs (an auto-encoder step on 2 threads
     beside a busy core: 171 ms); passive waits (``OMP_WAIT_POLICY=PASSIVE``, the jobs' setting
     before) pay a wake-up at every small parallel region on quiet cores (30 ms against 23);
-    3,000 turns: 24 ms quiet, 52 ms shared (passive 47); benchmarks/bench_omp_wait.py."""
+    3,000 turns: 24 ms quiet, 52 ms shared (passive 47): one run each on 2 cores, before
+    benchmarks/bench_omp_wait.py was written to repeat them."""
     if not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"} & set(environ):
         environ["GOMP_SPINCOUNT"] = "3000"
         environ["KMP_BLOCKTIME"] = "0"
