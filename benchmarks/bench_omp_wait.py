@@ -8,7 +8,7 @@ batch 256), on quiet cores and with one core busy with another process, for each
 Each (setting, load) runs in a fresh process (libgomp reads the variables when torch loads it):
 the median of ``--steps`` steps after a warm-up of 20. Settings: libgomp's default (spin 300,000
 turns, then sleep), passive waits (``OMP_WAIT_POLICY=PASSIVE``, the jobs' setting until commit
-878ff44) and ``GOMP_SPINCOUNT=3000`` (the jobs' setting since, ``mixlib.pipeline.run_job``); the
+878ff44) and ``GOMP_SPINCOUNT=3000`` (the jobs' setting since, ``mixlib.pipeline.openmp_wait_defaults``); the
 ratio is to passive waits, measured in the same run. The busy core: a Python loop, as another
 job's single thread.
 """
@@ -20,6 +20,8 @@ import os
 import subprocess
 import sys
 import time
+
+from mixlib.pipeline import OPENMP_WAIT_VARIABLES
 
 SETTINGS = {
     "libgomp default": {},
@@ -55,11 +57,7 @@ for name, f in (("ae", ae_step), ("mixmate", mm_step)):
 
 
 def measure(env_extra: dict, threads: int, steps: int) -> dict:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
-    }
+    env = {k: v for k, v in os.environ.items() if k not in OPENMP_WAIT_VARIABLES}
     env.update(env_extra)
     out = subprocess.run(
         [sys.executable, "-c", STEP, str(threads), str(steps)],

@@ -49,6 +49,10 @@ def _logging_to(path):
             root.removeHandler(handler)
 
 
+#: the variables that say how OpenMP threads wait (libgomp's, LLVM's/Intel's)
+OPENMP_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+
+
 def openmp_wait_defaults(environ) -> None:
     """Make OpenMP threads spin briefly, then sleep, when they wait (read when torch starts),
     unless ``environ`` already says how: ``GOMP_SPINCOUNT=3000`` (libgomp, torch's runtime on
@@ -58,7 +62,7 @@ def openmp_wait_defaults(environ) -> None:
     before) pay a wake-up at every small parallel region on quiet cores (30 ms against 23);
     3,000 turns: 24 ms quiet, 52 ms shared (passive 47): one run each on 2 cores, before
     benchmarks/bench_omp_wait.py was written to repeat them."""
-    if not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"} & set(environ):
+    if not set(OPENMP_WAIT_VARIABLES) & set(environ):
         environ["GOMP_SPINCOUNT"] = "3000"
         environ["KMP_BLOCKTIME"] = "0"
 

@@ -34,6 +34,7 @@ Figures of fitted models are drawn by :mod:`mixlib.plots`, never here.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -135,33 +136,46 @@ def _share_fp_env(n_threads: int) -> bool:
     Returns False, changing nothing, where no such runtime is loaded (torch's native thread
     pool, a single thread)."""
     import ctypes
+
+    fns = _omp_fenv_functions() if n_threads >= 2 else None
+    if fns is None:
+        return False
+    parallel, fegetenv, fesetenv = fns
+    env = ctypes.create_string_buffer(256)  # fenv_t is 32 bytes on x86-64 glibc
+    if fegetenv(env) != 0:
+        return False
+    # fesetenv(const fenv_t *) as the region's void (*)(void *): the same calling convention
+    parallel(fesetenv, env, int(n_threads), 0)
+    return True
+
+
+@functools.cache
+def _omp_fenv_functions():
+    """``(GOMP_parallel, fegetenv, fesetenv address)`` of the OpenMP runtime already in the
+    process and of libm, looked up once (``find_library`` runs a subprocess); None where either
+    is missing or the platform has no ``RTLD_NOLOAD`` (Windows)."""
+    import ctypes
     import ctypes.util
     import os
 
     noload = getattr(os, "RTLD_NOLOAD", None)  # POSIX only
-    if n_threads < 2 or noload is None:
-        return False
+    if noload is None:
+        return None
     for name in ("libgomp.so.1", "libiomp5.so", "libomp.so"):
         try:  # RTLD_NOLOAD: only a runtime already in the process (torch's)
-            omp = ctypes.CDLL(name, mode=noload | os.RTLD_LAZY)
-            parallel = omp.GOMP_parallel
+            parallel = ctypes.CDLL(name, mode=noload | os.RTLD_LAZY).GOMP_parallel
             break
         except (OSError, AttributeError):
             continue
     else:
-        return False
+        return None
     libm_name = ctypes.util.find_library("m")
     if libm_name is None:
-        return False
+        return None
     libm = ctypes.CDLL(libm_name)
-    env = ctypes.create_string_buffer(256)  # fenv_t is 32 bytes on x86-64 glibc
-    if libm.fegetenv(env) != 0:
-        return False
     parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
     parallel.restype = None
-    # fesetenv(const fenv_t *) as the region's void (*)(void *): the same calling convention
-    parallel(ctypes.cast(libm.fesetenv, ctypes.c_void_p), env, int(n_threads), 0)
-    return True
+    return parallel, libm.fegetenv, ctypes.cast(libm.fesetenv, ctypes.c_void_p)
 
 
 def adam(params, **kw):
