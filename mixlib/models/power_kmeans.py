@@ -34,6 +34,8 @@ layers, cluster representatives as learned parameters (K, e). Recipe (defaults):
 1. pre-train the auto-encoder alone for ``pretrain_epochs = 50`` epochs (reconstruction only);
 2. seed the representatives with k-means on the pre-trained embedding: ``n_init = 10`` restarts
    of k-means++ seeding + Lloyd, keep the lowest k-means objective (an unsupervised choice);
+   with ``pretrain_restarts > 1`` (not the recipe) steps 1-2 run that many times and the start
+   whose k-means labels have the highest silhouette on its embedding goes on;
 3. ``n_rounds = 20`` rounds of ``epochs_per_s = 10`` epochs (``s = s0 * p_rate**r``, s0 = -3,
    p_rate = 1.5) minimising per mini-batch B (batch 250; the pre-training Adam, lr 1e-3, goes
    on with its moment estimates, the representatives added to it: a fresh Adam's first steps
@@ -408,6 +410,29 @@ def _sq_dist_direct(Z: np.ndarray, C: np.ndarray, chunk: int = 8192) -> np.ndarr
     return D
 
 
+def embedding_silhouette(
+    Z: np.ndarray, labels: np.ndarray, rng: np.random.Generator, sample_size: int = 5000
+) -> float:
+    """Mean silhouette of ``labels`` on ``Z`` (N, e), on ``sample_size`` rows drawn without
+    replacement by ``rng`` when N is larger (all rows otherwise): scikit-learn's
+    ``silhouette_score`` on Euclidean distances taken by direct differences, so the value does
+    not depend on any thread count. -1 (the worst) where the rows hold fewer than two labels.
+
+    Deep power k-means keeps the pre-training restart with the highest value. Measured on
+    mnist5k (10 pre-trainings, seeds 0-9): Spearman 0.70 between this and the accuracy of the
+    k-means labels, against 0.05 for the reconstruction loss, 0.01 for Calinski-Harabasz and
+    -0.01 for k-means' within/total scatter."""
+    from sklearn.metrics import silhouette_score
+
+    N = Z.shape[0]
+    rows = np.sort(rng.choice(N, sample_size, replace=False)) if N > sample_size else slice(None)
+    Zs, ls = Z[rows], labels[rows]
+    if np.unique(ls).size < 2:
+        return -1.0
+    D = np.sqrt(_sq_dist_direct(Zs, Zs, chunk=256))
+    return float(silhouette_score(D, ls, metric="precomputed"))
+
+
 def kmeans_restarts(
     Z: np.ndarray, n_clusters: int, rng: np.random.Generator, n_init: int = 10, max_iter: int = 300
 ) -> tuple[np.ndarray, float]:
@@ -556,6 +581,13 @@ class DeepPowerKMeans(TorchModel):
     n_init : int >= 1, default 10
         k-means restarts on the pre-trained embedding (lowest k-means objective kept) that seed
         the representatives; 1 = a single k-means run.
+    pretrain_restarts : int >= 1, default 1
+        Pre-train this many auto-encoders (each from its own seeded initialisation and batch
+        order) and go on with the one whose k-means labels have the highest silhouette on its
+        embedding (:func:`embedding_silhouette`, an unsupervised choice); 1 = the recipe (one
+        pre-training, the same bits as before the option existed). Restart 0 is the one the
+        recipe trains, so more restarts can only swap it for a better-separated start. Costs
+        ``pretrain_epochs`` epochs per restart.
     normalize : bool, default True
         Divide the power mean by the batch's embedding scatter (see the module docstring).
     flush_denormal : bool, default True
@@ -575,7 +607,9 @@ class DeepPowerKMeans(TorchModel):
     labels_ : (N,) nearest representative of each embedding after training.
     init_labels_ : (N,) nearest representative at initialisation (k-means on the pre-trained
         embedding).
-    history_ : per pre-training epoch "pretrain_reconstruction"; per round "reconstruction",
+    pretrain_restart_ : the pre-training restart kept (0 with one restart);
+        ``pretrain_silhouettes_``: each restart's silhouette (empty with one restart).
+    history_ : per pre-training epoch (of the restart kept) "pretrain_reconstruction"; per round "reconstruction",
         "power_mean" (the weighted term without lambda: ratio or raw power mean; batch means over
         the round's last epoch), "s"; per joint epoch "loss" (batch mean of the total loss,
         decoder L2 excluded).
@@ -598,6 +632,7 @@ class DeepPowerKMeans(TorchModel):
         lambda_reg=0.01,
         pretrain_epochs=50,
         n_init=10,
+        pretrain_restarts=1,
         normalize=True,
         flush_denormal=True,
         device="auto",
@@ -617,6 +652,7 @@ class DeepPowerKMeans(TorchModel):
         self.lambda_reg = lambda_reg
         self.pretrain_epochs = pretrain_epochs
         self.n_init = n_init
+        self.pretrain_restarts = pretrain_restarts
         self.normalize = normalize
         self.flush_denormal = flush_denormal
         self.device = device
@@ -637,6 +673,7 @@ class DeepPowerKMeans(TorchModel):
         "lambda_reg": "real >= 0",
         "pretrain_epochs": "int >= 0",
         "n_init": "int >= 1",
+        "pretrain_restarts": "int >= 1",
         "normalize": "bool",
         "flush_denormal": "bool",
         "device": "str",
@@ -652,14 +689,52 @@ class DeepPowerKMeans(TorchModel):
             batches[-2:] = [torch.cat(batches[-2:])]
         return batches
 
-    def _adam(self):
+    def _adam(self, ae):
         """Adam over the encoder and the decoder, the decoder's L2 penalty as (coupled) weight
         decay: the gradient of ``lambda_reg * sum(p^2)`` is ``2 lambda_reg p``."""
         groups = [
-            {"params": list(self.ae_.encoder.parameters())},
-            {"params": list(self.ae_.decoder.parameters()), "weight_decay": 2.0 * self.lambda_reg},
+            {"params": list(ae.encoder.parameters())},
+            {"params": list(ae.decoder.parameters()), "weight_decay": 2.0 * self.lambda_reg},
         ]
         return adam(groups, lr=self.lr)
+
+    def _pretrain(self, Xt, gen, rng, lab, restart, total, callback) -> dict:
+        """1. pre-train a fresh auto-encoder (reconstruction only); 2. seed the representatives
+        by k-means (best of ``n_init``) on its embedding, or from ``lab``. Returns the
+        auto-encoder, its Adam (which the joint phase goes on with), the embedding ``Z0``,
+        the representatives ``R0``, their labels and the epochs' reconstruction losses."""
+        N, d = Xt.shape
+        dt, dev = Xt.dtype, Xt.device
+        ae = _AutoEncoder(d, tuple(int(h) for h in self.hidden_dims), self.embedding_size)
+        ae.reset_parameters(gen, dev, dt)
+        opt = self._adam(ae)
+        recs = []
+        for epoch in range(self.pretrain_epochs):
+            rec_sum = torch.zeros((), dtype=dt, device=dev)  # on the device: no per-step sync
+            batches = self._batches(N, gen, dev)
+            for idx in batches:
+                xb = Xt[idx]
+                _, xr = ae(xb)
+                loss = ((xr - xb) ** 2).sum(1).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                rec_sum += loss.detach()
+            recs.append(float(rec_sum) / len(batches))
+            step = restart * self.pretrain_epochs + epoch + 1
+            metrics = {"reconstruction": recs[-1]}
+            if self.pretrain_restarts > 1:
+                metrics["restart"] = restart
+            call(callback, Progress(step, total, metrics))
+        Z0 = ae.embed(Xt).double().cpu().numpy()
+        if lab is not None:
+            R0 = centers_from_labels(Z0, lab, self.n_clusters, rng)
+        else:
+            R0, _ = kmeans_restarts(Z0, self.n_clusters, rng, self.n_init)
+        labels = _sq_dist_direct(Z0, R0).argmin(1).astype(np.int64)
+        return dict(
+            ae=ae, opt=opt, Z0=Z0, R0=R0, labels=labels, reconstruction=recs, restart=restart
+        )
 
     # -- fit ----------------------------------------------------------------------------------
     def fit(self, X, y=None, init_labels=None, callback=None):
@@ -683,8 +758,6 @@ class DeepPowerKMeans(TorchModel):
         Xt = torch.as_tensor(np.asarray(X), dtype=dt).to(dev)  # whole data set, once
         N, d = Xt.shape
 
-        self.ae_ = _AutoEncoder(d, tuple(int(h) for h in self.hidden_dims), self.embedding_size)
-        self.ae_.reset_parameters(gen, dev, dt)
         history = {
             "pretrain_reconstruction": [],
             "reconstruction": [],
@@ -692,34 +765,30 @@ class DeepPowerKMeans(TorchModel):
             "s": [],
             "loss": [],
         }
-
-        # 1. auto-encoder pre-training; running sums stay on the device (no per-step sync)
-        total = self.pretrain_epochs + self.n_rounds * self.epochs_per_s
-        opt = self._adam()
-        if self.pretrain_epochs:
-            for epoch in range(self.pretrain_epochs):
-                rec_sum = torch.zeros((), dtype=dt, device=dev)
-                batches = self._batches(N, gen, dev)
-                for idx in batches:
-                    xb = Xt[idx]
-                    _, xr = self.ae_(xb)
-                    loss = ((xr - xb) ** 2).sum(1).mean()
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    rec_sum += loss.detach()
-                history["pretrain_reconstruction"].append(float(rec_sum) / len(batches))
-                rec = history["pretrain_reconstruction"][-1]
-                call(callback, Progress(epoch + 1, total, {"reconstruction": rec}))
-
-        # 2. representatives: k-means (best of n_init) on the pre-trained embedding
-        Z0 = self.ae_.embed(Xt).double().cpu().numpy()
-        if lab is not None:
-            R0 = centers_from_labels(Z0, lab, self.n_clusters, rng)
-        else:
-            R0, _ = kmeans_restarts(Z0, self.n_clusters, rng, self.n_init)
-        self.init_labels_ = _sq_dist_direct(Z0, R0).argmin(1).astype(np.int64)
-        self.reps_ = torch.nn.Parameter(torch.as_tensor(R0, dtype=dt, device=dev))
+        R = self.pretrain_restarts
+        total = R * self.pretrain_epochs + self.n_rounds * self.epochs_per_s
+        best = None
+        self.pretrain_silhouettes_ = []
+        for r in range(R):
+            # restart 0 draws from the recipe's generators: one restart is the recipe's bits
+            if r:
+                ss = np.random.SeedSequence([seed, r])
+                gen = torch.Generator().manual_seed(int(ss.generate_state(1, np.uint64)[0] >> 1))
+                rng = np.random.default_rng(ss)
+            start = self._pretrain(Xt, gen, rng, lab, r, total, callback)
+            if R > 1:
+                sil = embedding_silhouette(start["Z0"], start["labels"], rng)
+                self.pretrain_silhouettes_.append(sil)
+                if best is None or sil > best["silhouette"]:
+                    best = dict(start, gen=gen, silhouette=sil)
+            else:
+                best = dict(start, gen=gen)
+        self.pretrain_restart_ = int(best["restart"])
+        self.ae_, opt, gen = best["ae"], best["opt"], best["gen"]
+        history["pretrain_reconstruction"] = best["reconstruction"]
+        self.init_labels_ = best["labels"]
+        self.reps_ = torch.nn.Parameter(torch.as_tensor(best["R0"], dtype=dt, device=dev))
+        del best
 
         # 3. joint training with the annealed power mean. The pre-training Adam goes on (its
         # moment estimates kept; the representatives join as a new group): a fresh Adam's first
@@ -728,7 +797,7 @@ class DeepPowerKMeans(TorchModel):
         opt.add_param_group({"params": [self.reps_], "weight_decay": 0.0})
         lam = self.lambda_pk * (d if self.normalize else 1.0)
         s = float(self.s0)
-        step = self.pretrain_epochs
+        step = R * self.pretrain_epochs
         for _ in range(self.n_rounds):
             for _ in range(self.epochs_per_s):
                 tot = torch.zeros((), dtype=dt, device=dev)
