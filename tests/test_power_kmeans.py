@@ -278,6 +278,7 @@ def test_deep_power_kmeans_same_seed_same_result_and_init_labels():
         ({"epochs_per_s": 0}, "epochs_per_s"),
         ({"n_rounds": 0}, "n_rounds"),
         ({"pretrain_epochs": -1}, "pretrain_epochs"),
+        ({"pretrain_restarts": 0}, "pretrain_restarts"),
         ({"hidden_dims": (10, 0)}, "hidden_dims"),
         ({"embedding_size": 0}, "embedding_size"),
         ({"dtype": "float16"}, "dtype"),
@@ -314,6 +315,47 @@ def test_deep_power_kmeans_recipe_beats_kmeans_on_digits():
 
 
 @pytest.mark.usefixtures("torch_single_thread")
+@pytest.mark.parametrize("scores, kept", [([0.5, 0.1, 0.2], 0), ([0.1, 0.9, 0.2], 1)])
+def test_deep_power_kmeans_keeps_the_pretraining_with_the_best_silhouette(
+    monkeypatch, scores, kept
+):
+    """Three pre-training restarts scored ``scores``: the one with the highest goes on. Keeping
+    restart 0 gives the bits of one restart (the recipe); keeping another gives another start.
+    Progress counts every restart's epochs."""
+    from mixlib.models import power_kmeans
+
+    X = _digits()[0][:400]
+    one = _tiny().fit(X)
+    calls = iter(scores)
+    monkeypatch.setattr(power_kmeans, "embedding_silhouette", lambda Z, lab, rng: next(calls))
+    steps = []
+    m = _tiny(pretrain_restarts=3).fit(X, callback=lambda p: steps.append((p.step, p.total)))
+    assert m.pretrain_silhouettes_ == scores and m.pretrain_restart_ == kept
+    assert steps == [(k, 3 * 3 + 3) for k in range(1, 13)]
+    assert len(m.history_["pretrain_reconstruction"]) == 3
+    same = np.array_equal(m.init_labels_, one.init_labels_) and np.array_equal(
+        m.cluster_centers_, one.cluster_centers_
+    )
+    assert same == (kept == 0)
+    assert one.pretrain_restart_ == 0 and one.pretrain_silhouettes_ == []
+
+
+def test_embedding_silhouette_is_scikit_learns_on_a_sample():
+    from sklearn.metrics import silhouette_score
+
+    from mixlib.models.power_kmeans import embedding_silhouette
+
+    X, y = make_blobs(700, centers=4, n_features=6, random_state=0)
+    full = embedding_silhouette(X, y, np.random.default_rng(0), sample_size=1000)
+    assert full == pytest.approx(silhouette_score(X, y), rel=1e-12)
+    a = embedding_silhouette(X, y, np.random.default_rng(1), sample_size=300)
+    assert a == embedding_silhouette(X, y, np.random.default_rng(1), sample_size=300)
+    rows = np.sort(np.random.default_rng(1).choice(700, 300, replace=False))
+    assert a == pytest.approx(silhouette_score(X[rows], y[rows]), rel=1e-12)
+    assert embedding_silhouette(X, np.zeros(700, int), np.random.default_rng(0)) == -1.0
+
+
+@pytest.mark.usefixtures("torch_single_thread")
 def test_deep_power_kmeans_last_batch_of_one_point():
     """N = 1 (mod batch_size): the lone point joins the previous batch (its scatter would be 0)."""
     m = _tiny(pretrain_epochs=1, n_rounds=1, batch_size=100).fit(_digits()[0][:201])
@@ -322,7 +364,8 @@ def test_deep_power_kmeans_last_batch_of_one_point():
 
 def test_deep_power_kmeans_same_labels_at_1_and_2_threads():
     """In a fresh process (MKL's strict mode can only be set before its first call): fit at 2
-    and at 1 intra-op threads; labels, centres (bitwise) and losses are equal, and the 2-thread
+    and at 1 intra-op threads (two pre-training restarts); labels, centres (bitwise), losses and
+    the restarts' silhouettes are equal, and the 2-thread
     fit really ran on 2 threads. Digits (64 features) and a 784-feature problem with the thin
     GEMMs that MKL splits across threads."""
     code = textwrap.dedent(
@@ -339,13 +382,15 @@ def test_deep_power_kmeans_same_labels_at_1_and_2_threads():
             for nt in (2, 1):
                 torch.set_num_threads(nt)
                 m = pk.DeepPowerKMeans(
-                    pretrain_epochs=3, n_rounds=3, epochs_per_s=1, device="cpu", random_state=3
+                    pretrain_epochs=3, n_rounds=3, epochs_per_s=1, pretrain_restarts=2,
+                    device="cpu", random_state=3,
                 ).fit(data)
                 assert m.fit_threads_ == nt, (m.fit_threads_, nt)
-                out.append((m.labels_, m.cluster_centers_, m.history_["loss"]))
+                out.append((m.labels_, m.cluster_centers_, m.history_["loss"],
+                            m.pretrain_silhouettes_))
             assert np.array_equal(out[0][0], out[1][0])
             assert np.array_equal(out[0][1], out[1][1])
-            assert out[0][2] == out[1][2]
+            assert out[0][2] == out[1][2] and out[0][3] == out[1][3]
         print("OK", pk.MKL_CNR)
         """
     )
