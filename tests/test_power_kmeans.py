@@ -328,10 +328,14 @@ def test_deep_power_kmeans_keeps_the_pretraining_with_the_best_silhouette(
     one = _tiny().fit(X)
     calls = iter(scores)
     monkeypatch.setattr(power_kmeans, "embedding_silhouette", lambda Z, lab, rng: next(calls))
-    steps = []
-    m = _tiny(pretrain_restarts=3).fit(X, callback=lambda p: steps.append((p.step, p.total)))
+    seen = []
+    m = _tiny(pretrain_restarts=3).fit(X, callback=seen.append)
     assert m.pretrain_silhouettes_ == scores and m.pretrain_restart_ == kept
-    assert steps == [(k, 3 * 3 + 3) for k in range(1, 13)]
+    assert [(p.step, p.total) for p in seen] == [(k, 3 * 3 + 3) for k in range(1, 13)]
+    # each restart's last epoch reports its score
+    scored = [i for i, p in enumerate(seen) if "silhouette" in p.metrics]
+    assert scored == [2, 5, 8] and [seen[i].metrics["silhouette"] for i in scored] == scores
+    assert [p.metrics["restart"] for p in seen[:9]] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert len(m.history_["pretrain_reconstruction"]) == 3
     same = np.array_equal(m.init_labels_, one.init_labels_) and np.array_equal(
         m.cluster_centers_, one.cluster_centers_

@@ -700,9 +700,11 @@ class DeepPowerKMeans(TorchModel):
 
     def _pretrain(self, Xt, gen, rng, lab, restart, total, callback) -> dict:
         """1. pre-train a fresh auto-encoder (reconstruction only); 2. seed the representatives
-        by k-means (best of ``n_init``) on its embedding, or from ``lab``. Returns the
-        auto-encoder, its Adam (which the joint phase goes on with), the embedding ``Z0``,
-        the representatives ``R0``, their labels and the epochs' reconstruction losses."""
+        by k-means (best of ``n_init``) on its embedding, or from ``lab``; with several restarts,
+        score the start (:func:`embedding_silhouette`; reported with the last epoch's
+        progress). Returns the auto-encoder, its Adam (which the joint phase goes on with), the
+        representatives ``R0``, their labels, the score and the epochs' reconstruction
+        losses."""
         N, d = Xt.shape
         dt, dev = Xt.dtype, Xt.device
         ae = _AutoEncoder(d, tuple(int(h) for h in self.hidden_dims), self.embedding_size)
@@ -721,20 +723,27 @@ class DeepPowerKMeans(TorchModel):
                 opt.step()
                 rec_sum += loss.detach()
             recs.append(float(rec_sum) / len(batches))
-            step = restart * self.pretrain_epochs + epoch + 1
-            metrics = {"reconstruction": recs[-1]}
+            progress = Progress(
+                restart * self.pretrain_epochs + epoch + 1, total, {"reconstruction": recs[-1]}
+            )
             if self.pretrain_restarts > 1:
-                metrics["restart"] = restart
-            call(callback, Progress(step, total, metrics))
+                progress.metrics["restart"] = restart
+            if epoch + 1 < self.pretrain_epochs:
+                call(callback, progress)
         Z0 = ae.embed(Xt).double().cpu().numpy()
         if lab is not None:
             R0 = centers_from_labels(Z0, lab, self.n_clusters, rng)
         else:
             R0, _ = kmeans_restarts(Z0, self.n_clusters, rng, self.n_init)
         labels = _sq_dist_direct(Z0, R0).argmin(1).astype(np.int64)
-        return dict(
-            ae=ae, opt=opt, Z0=Z0, R0=R0, labels=labels, reconstruction=recs, restart=restart
-        )
+        score = None
+        if self.pretrain_restarts > 1:
+            score = embedding_silhouette(Z0, labels, rng)
+        if self.pretrain_epochs:
+            if score is not None:
+                progress.metrics["silhouette"] = score
+            call(callback, progress)
+        return dict(ae=ae, opt=opt, R0=R0, labels=labels, silhouette=score, reconstruction=recs)
 
     # -- fit ----------------------------------------------------------------------------------
     def fit(self, X, y=None, init_labels=None, callback=None):
@@ -775,20 +784,17 @@ class DeepPowerKMeans(TorchModel):
                 ss = np.random.SeedSequence([seed, r])
                 gen = torch.Generator().manual_seed(int(ss.generate_state(1, np.uint64)[0] >> 1))
                 rng = np.random.default_rng(ss)
-            start = self._pretrain(Xt, gen, rng, lab, r, total, callback)
+            start = dict(self._pretrain(Xt, gen, rng, lab, r, total, callback), gen=gen, restart=r)
             if R > 1:
-                sil = embedding_silhouette(start["Z0"], start["labels"], rng)
-                self.pretrain_silhouettes_.append(sil)
-                if best is None or sil > best["silhouette"]:
-                    best = dict(start, gen=gen, silhouette=sil)
-            else:
-                best = dict(start, gen=gen)
-        self.pretrain_restart_ = int(best["restart"])
+                self.pretrain_silhouettes_.append(start["silhouette"])
+            if best is None or start["silhouette"] > best["silhouette"]:
+                best = start
+        self.pretrain_restart_ = best["restart"]
         self.ae_, opt, gen = best["ae"], best["opt"], best["gen"]
         history["pretrain_reconstruction"] = best["reconstruction"]
         self.init_labels_ = best["labels"]
         self.reps_ = torch.nn.Parameter(torch.as_tensor(best["R0"], dtype=dt, device=dev))
-        del best
+        del best, start
 
         # 3. joint training with the annealed power mean. The pre-training Adam goes on (its
         # moment estimates kept; the representatives join as a new group): a fresh Adam's first
