@@ -587,7 +587,9 @@ class DeepPowerKMeans(TorchModel):
         embedding (:func:`embedding_silhouette`, an unsupervised choice); 1 = the recipe (one
         pre-training, the same bits as before the option existed). Restart 0 is the one the
         recipe trains, so more restarts can only swap it for a better-separated start. Costs
-        ``pretrain_epochs`` epochs per restart.
+        ``pretrain_epochs`` epochs per restart. Measured (docs/results/dpkm, 5 restarts, 3
+        seeds): no gain, mnist5k ACC 0.689 +- 0.046 against the recipe's 0.695 +- 0.040,
+        digits 0.825 +- 0.014 against 0.835 +- 0.013.
     normalize : bool, default True
         Divide the power mean by the batch's embedding scatter (see the module docstring).
     flush_denormal : bool, default True
