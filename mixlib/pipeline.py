@@ -403,7 +403,9 @@ class TrainingMonitor:
 
     For every :class:`~mixlib.models.base.Progress` it gets, it writes a line to the job log and
     sends the step's objective values to the MLflow run (``progress/<name>``, when the job logs
-    live), at most every ``interval`` seconds and always at the first and last step; every
+    live), at most every ``interval`` seconds and always at the first and last step and where the
+    step's objective values change names (a new phase, or a value reported once, like a
+    pre-training restart's score); every
     ``eval_every`` steps (and at the last) it scores the model's current labels of the
     evaluation rows (``X_eval``, the test rows, through ``predict``; None: the rows being
     fitted, through ``labels``) against ``y_eval``: NMI, ARI and ACC curves in the history.
@@ -416,6 +418,7 @@ class TrainingMonitor:
         self.n_steps = 0
         self._pending: dict[str, list[tuple[int, float]]] = {}
         self._last = -np.inf
+        self._names: set[str] = set()
 
     def __call__(self, p) -> None:
         last = p.step == p.total
@@ -430,7 +433,8 @@ class TrainingMonitor:
         for k, v in {**p.metrics, **self.scores.get(p.step, {})}.items():
             self._pending.setdefault(k, []).append((p.step, float(v)))
         now = time.monotonic()
-        if p.step == 1 or last or now - self._last >= self.interval:
+        renamed, self._names = set(p.metrics) != self._names, set(p.metrics)
+        if p.step == 1 or last or renamed or now - self._last >= self.interval:
             shown = ", ".join(
                 f"{k}={v[-1][1]:.6g}" for k, v in self._pending.items() if v[-1][0] == p.step
             )

@@ -114,3 +114,15 @@ def test_training_monitor_reports_throttled_progress_and_scores(caplog):
     assert predicted == [4, 4, 4]  # steps 2, 4 and the last
     curves = mon.curves()
     assert np.isnan(curves["acc"][0]) and curves["acc"][1] == 1.0 and len(curves["acc"]) == 5
+
+
+def test_training_monitor_shows_steps_whose_values_change_names(caplog):
+    """Inside the interval, a step is still shown where the objective values change names: a
+    value reported once (a pre-training restart's score) and the start of a new phase."""
+    names = [["rec"], ["rec"], ["rec", "silhouette"], ["rec"], ["loss"], ["loss"], ["loss"]]
+    mon = TrainingMonitor(_Recorder(), interval=1e9)
+    with caplog.at_level(logging.INFO, logger="mixlib"):
+        for step, keys in enumerate(names, 1):
+            mon(Progress(step, len(names), dict.fromkeys(keys, 1.0)))
+    shown = [int(r.getMessage().split()[1].split("/")[0]) for r in caplog.records]
+    assert shown == [1, 3, 4, 5, 7]
