@@ -613,9 +613,9 @@ class DeepPowerKMeans(TorchModel):
     pretrain_restart_ : the pre-training restart kept (0 with one restart);
         ``pretrain_silhouettes_``: each restart's silhouette (empty with one restart).
     history_ : per pre-training epoch (of the restart kept) "pretrain_reconstruction"; per round
-        "reconstruction", "power_mean" (the weighted term without lambda: ratio or raw power mean; batch means over
-        the round's last epoch), "s"; per joint epoch "loss" (batch mean of the total loss,
-        decoder L2 excluded).
+        "reconstruction", "power_mean" (the weighted term without lambda: ratio or raw power
+        mean; batch means over the round's last epoch), "s"; per joint epoch "loss" (batch mean
+        of the total loss, decoder L2 excluded).
     mkl_cnr_ : state of MKL's strict CNR mode during ``fit`` ("strict": thread-invariant GEMMs);
         ``fit_threads_``: the intra-op thread count ``fit`` ran with.
     """
