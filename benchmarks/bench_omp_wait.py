@@ -8,8 +8,9 @@ batch 256), on quiet cores and with one core busy with another process, for each
 Each (setting, load) runs in a fresh process (libgomp reads the variables when torch loads it):
 the median of ``--steps`` steps after a warm-up of 20. Settings: libgomp's default (spin 300,000
 turns, then sleep), passive waits (``OMP_WAIT_POLICY=PASSIVE``, the jobs' setting until commit
-878ff44) and ``GOMP_SPINCOUNT=3000`` (the jobs' setting since, ``mixlib.pipeline.openmp_wait_defaults``); the
-ratio is to passive waits, measured in the same run. The busy core: a Python loop, as another
+878ff44) and ``GOMP_SPINCOUNT=3000`` (the jobs' setting since,
+``mixlib.pipeline.openmp_wait_defaults``); the ratio is to passive waits, measured in the same
+run. The busy core: a Python loop, as another
 job's single thread.
 """
 

@@ -53,6 +53,7 @@ import math
 import numpy as np
 import torch
 
+from ..utils import torch_generator
 from . import data_fingerprint, pretrain_recipe, register
 from .base import (
     Progress,
@@ -149,7 +150,7 @@ class _EmbeddedClustering(TorchModel):
         dev = self._torch_device()
         with thread_invariant(dev, type(self).__name__), subnormals_flushed(self.flush_denormal):
             seed = self._seed()
-            gen = torch.Generator().manual_seed(seed)
+            gen = torch_generator(seed)
             Xt = torch.as_tensor(np.asarray(X), dtype=self._torch_dtype()).to(dev)
             self.history_ = {"pretrain_reconstruction": []}
             ae = self._pretrain(Xt, gen, self.pretrain_epochs, callback)
@@ -211,7 +212,7 @@ class _EmbeddedClustering(TorchModel):
     def _fit(self, X, lab, dev, callback, pretrained):
         seed = self._seed()
         dt = self._torch_dtype()
-        gen = torch.Generator().manual_seed(seed)  # CPU: same init and order on CPU and GPU
+        gen = torch_generator(seed)  # CPU: same init and order on CPU and GPU
         rng = np.random.default_rng(seed)
         Xt = torch.as_tensor(np.asarray(X), dtype=dt).to(dev)
         N, d = Xt.shape

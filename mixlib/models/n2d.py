@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from ..init import fit_mixture, umap_model
+from ..utils import torch_generator
 from . import register
 from .base import (
     Progress,
@@ -200,7 +201,7 @@ class N2D(TorchModel):
         check_init_labels(init_labels, X.shape[0], self.n_clusters)  # ignored (see above)
         seed = self._seed()
         dev, dt = self._torch_device(), self._torch_dtype()
-        gen = torch.Generator().manual_seed(seed)  # CPU: same init and order on CPU and GPU
+        gen = torch_generator(seed)  # CPU: same init and order on CPU and GPU
         Xt = torch.as_tensor(np.asarray(X), dtype=dt).to(dev)  # whole data set, once
         N = Xt.shape[0]
         emb = self.n_clusters if self.embedding_size is None else int(self.embedding_size)

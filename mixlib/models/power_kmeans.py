@@ -97,6 +97,7 @@ import numpy as np
 import torch
 from scipy.special import log_softmax, logsumexp
 
+from ..utils import torch_generator
 from . import register
 from .base import (
     ClusterModel,
@@ -765,7 +766,7 @@ class DeepPowerKMeans(TorchModel):
     def _fit(self, X, lab, dev, callback):
         seed = self._seed()
         dt = self._torch_dtype()
-        gen = torch.Generator().manual_seed(seed)  # CPU: same init and order on CPU and GPU
+        gen = torch_generator(seed)  # CPU: same init and order on CPU and GPU
         rng = np.random.default_rng(seed)
         Xt = torch.as_tensor(np.asarray(X), dtype=dt).to(dev)  # whole data set, once
         N, d = Xt.shape
@@ -785,7 +786,7 @@ class DeepPowerKMeans(TorchModel):
             # restart 0 draws from the recipe's generators: one restart is the recipe's bits
             if r:
                 ss = np.random.SeedSequence([seed, r])
-                gen = torch.Generator().manual_seed(int(ss.generate_state(1, np.uint64)[0] >> 1))
+                gen = torch_generator(int(ss.generate_state(1, np.uint64)[0] >> 1))
                 rng = np.random.default_rng(ss)
             start = dict(self._pretrain(Xt, gen, rng, lab, r, total, callback), gen=gen, restart=r)
             if R > 1:
