@@ -280,7 +280,7 @@ SHIPPED_CONFIGS = [
     ("tiny", 19),
     ("biglearn", 362),
     ("gmm_mnist", 5),
-    ("dpkm", 53),
+    ("dpkm", 65),
     ("dpkm_mnist", 23),
     ("dec", 47),
     ("dec_mnist", 12),
