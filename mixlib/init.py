@@ -302,28 +302,34 @@ def pca_project(F: np.ndarray, n_components: int, *, center: bool = False, chunk
     return P
 
 
-def knn_graph(F: np.ndarray, n_neighbors: int = 10, *, batch_size: int = 512) -> sparse.csr_matrix:
+def knn_graph(
+    F: np.ndarray, n_neighbors: int = 10, *, batch_size: int = 512, device: str = "auto"
+) -> sparse.csr_matrix:
     """Symmetric exact k-nearest-neighbour graph ``(A + A^T) / 2`` (N, N), cosine similarity.
 
     ``A[i, j] = 1`` when j is among the ``n_neighbors`` points most similar to i (i itself
     excluded). The similarities of ``batch_size`` rows at a time against all points are one
-    matrix product (torch, all threads), so memory is O(batch_size N), never N^2.
+    matrix product (torch, all threads), so memory is O(batch_size N), never N^2; on CUDA when
+    present (``device="auto"``), like :func:`scattering_features`.
     """
     import torch
+
+    from .utils import resolve_device
 
     n = F.shape[0]
     k = min(int(n_neighbors), n - 1)
     if k < 1:
         raise ValueError(f"knn_graph needs at least 2 points, got {n}")
-    Y = torch.as_tensor(np.asarray(F, dtype=np.float32))
+    dev = resolve_device(device)
+    Y = torch.as_tensor(np.asarray(F, dtype=np.float32), device=dev)
     Y = Y / Y.norm(dim=1, keepdim=True).clamp_min(1e-12)
     cols = np.empty((n, k), dtype=np.int64)
     with torch.no_grad():
         for s in range(0, n, batch_size):
             S = Y[s : s + batch_size] @ Y.T  # (b, N)
-            r = torch.arange(S.shape[0])
+            r = torch.arange(S.shape[0], device=dev)
             S[r, r + s] = -float("inf")  # a point is not its own neighbour
-            cols[s : s + S.shape[0]] = S.topk(k, dim=1).indices.numpy()
+            cols[s : s + S.shape[0]] = S.topk(k, dim=1).indices.cpu().numpy()
     A = sparse.csr_matrix(
         (np.ones(n * k), (np.repeat(np.arange(n), k), cols.ravel())), shape=(n, n)
     )

@@ -74,9 +74,15 @@ def test_spectral_labels_find_the_components_of_a_graph(dense_max):
     np.testing.assert_array_equal(lab, init.spectral_labels(W, 3, seed=1, dense_max=dense_max))
 
 
-def test_knn_graph_is_the_exact_symmetrised_cosine_knn_graph():
+_CUDA = pytest.mark.skipif(
+    not __import__("torch").cuda.is_available(), reason="no CUDA device on this machine"
+)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=_CUDA)])
+def test_knn_graph_is_the_exact_symmetrised_cosine_knn_graph(device):
     X = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
-    W = init.knn_graph(X, 6, batch_size=64)
+    W = init.knn_graph(X, 6, batch_size=64, device=device)
     nn = NearestNeighbors(n_neighbors=7, metric="cosine").fit(X)
     idx = nn.kneighbors(X, return_distance=False)[:, 1:]  # without the point itself
     A = np.zeros((300, 300))
