@@ -22,6 +22,8 @@ part's time is the fastest interval. Parts:
 - ``init``: Table 1's ``knn_spectral`` init step by step (``mixlib.init``): scattering (J = 3)
   and the kNN graph on the device, PCA to 500 and the spectral step on the CPU (they have no
   device path); ``--cpu-init-n`` limits the CPU run to the first N images.
+- ``scattering_batch`` (not in the default list): the scattering step alone at batch sizes
+  256, 1024 and 4096, with the largest difference of the features from batch 256's.
 
 Each device runs with ``--threads`` CPU threads (a laptop's cores beside its GPU). The FLOP
 rates of MixMate and deep power k-means are counted as in bench_mixmate_epoch.py and
@@ -203,6 +205,24 @@ def part_init(X, shape, device):
     return lines, lab, None
 
 
+def part_scattering_batch(X, shape, device, batches=(256, 1024, 4096)):
+    """The scattering step alone at several batch sizes: its time and the largest absolute
+    difference of its features from those of the first batch size."""
+    lines, ref = [], None
+    for b in batches:
+        sync(device)
+        t0 = time.perf_counter()
+        F = init.scattering_features(X, shape, J=3, batch_size=b, device=device)
+        sync(device)
+        dt = time.perf_counter() - t0
+        ref = F if ref is None else ref
+        lines.append(
+            f"scatter   batch {b:5d}      {dt:8.2f} s  max |diff| from batch {batches[0]}:"
+            f" {float(np.abs(F - ref).max()):.1e}  ({len(X)} images)"
+        )
+    return lines, None, None
+
+
 def run_part(part, device, X, y, shape, n, rates, data, args):
     from bench_em_iterations import load_mnist16, load_tabular
 
@@ -226,6 +246,8 @@ def run_part(part, device, X, y, shape, n, rates, data, args):
         lines = part_init(X, shape, device)[0]
         res = part_init(X[:m], shape, device)
         return (lines + res[0], *res[1:])
+    if part == "scattering_batch":
+        return part_scattering_batch(X, shape, device)
     raise ValueError(f"unknown part {part!r}")
 
 
@@ -243,7 +265,7 @@ def main(argv=None):
     warnings.simplefilter("ignore")  # the EM fits stop at max_iter on purpose (tol=0)
     if "cuda" in args.devices and not torch.cuda.is_available():
         ap.error("--devices names cuda but torch sees no CUDA device")
-    unknown = set(args.parts) - {"mixmate", "dpkm", "em", "gmm16", "init"}
+    unknown = set(args.parts) - {"mixmate", "dpkm", "em", "gmm16", "init", "scattering_batch"}
     if unknown:
         ap.error(f"unknown --parts {sorted(unknown)}")
     ds = mnist_or_mnist5k(args.raw_dir)
@@ -275,7 +297,7 @@ def main(argv=None):
                 say(f"{device:<5} {line}")
             say(f"{device:<5} {part} part: {time.perf_counter() - t0:.1f} s wall")
     for part in args.parts:
-        if all((part, d) in out for d in ("cpu", "cuda")):
+        if all((part, d) in out for d in ("cpu", "cuda")) and out[part, "cpu"][1] is not None:
             try:
                 say(agreement(part, out[part, "cpu"], out[part, "cuda"]))
             except Exception:
