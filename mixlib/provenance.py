@@ -82,9 +82,24 @@ def jobs_seconds(benchmarks) -> tuple[float, int]:
     return total, n
 
 
+def _earlier_invocations(log: Path, current: dict) -> list[str]:
+    """The invocations recorded in ``log`` before ``current`` in the same results directory,
+    each as ``started, commit (10 characters), command``: a table can hold outputs that an
+    earlier invocation made (at another commit) and Snakemake did not rerun."""
+    if not log.is_file():
+        return []
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return [
+        f"{r.get('started')} `{str(r.get('commit', 'unknown'))[:10]}` `{r.get('command', '')}`"
+        for r in rows
+        if r.get("started") != current.get("started") or r.get("commit") != current.get("commit")
+    ]
+
+
 def describe(invocation_path, benchmarks=()) -> dict:
-    """Lines of provenance for a table: the invocation that wrote it (when recorded) and the
-    summed wall time of the jobs behind it."""
+    """Lines of provenance for a table: the invocation that wrote it (when recorded), the
+    earlier invocations recorded in the same results directory, and the summed wall time of the
+    jobs behind it."""
     out = {}
     p = Path(invocation_path) if invocation_path else None
     if p is not None and p.is_file():
@@ -99,6 +114,11 @@ def describe(invocation_path, benchmarks=()) -> dict:
             out["invocation"] = (
                 f"started {started}, table written {now.isoformat(timespec='seconds')} "
                 f"({elapsed / 60:.1f} min) on {info.get('host_cpus')} CPU(s)"
+            )
+        earlier = _earlier_invocations(p.with_name("invocations.jsonl"), info)
+        if earlier:
+            out["earlier invocations"] = (
+                "; ".join(earlier) + " (outputs they made and this one kept are in the table)"
             )
     seconds, n = jobs_seconds(benchmarks)
     if n:

@@ -44,3 +44,19 @@ def test_describe_sums_the_jobs_wall_time(tmp_path):
     assert out["command"] == "`snakemake -n`" and out["commit"] == "abc"
     lines = (tmp_path / "invocations.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["commit"] == "abc"
+    assert "earlier invocations" not in out  # the only invocation is the current one
+
+
+def test_describe_names_the_earlier_invocations_of_the_same_results(tmp_path):
+    inv = tmp_path / "invocation.json"
+    for commit, started in (("1111111111aa", "2026-01-01T00:00:00+00:00"),
+                            ("2222222222bb", "2026-01-02T00:00:00+00:00")):  # fmt: skip
+        provenance.write_invocation(
+            inv, {"command": "snakemake --cores 2", "configs": ["c.yaml"], "commit": commit,
+                  "started": started, "host_cpus": 2})  # fmt: skip
+    out = provenance.describe(inv)
+    assert out["commit"] == "2222222222bb"
+    assert out["earlier invocations"].startswith(
+        "2026-01-01T00:00:00+00:00 `1111111111` `snakemake --cores 2` (outputs they made"
+    )
+    assert "2222222222" not in out["earlier invocations"]
