@@ -281,7 +281,7 @@ SHIPPED_CONFIGS = [
     ("biglearn", 362),
     ("gmm_mnist", 5),
     ("dpkm", 65),
-    ("dpkm_mnist", 23),
+    ("dpkm_mnist", 29),
     ("dec", 47),
     ("dec_mnist", 12),
     ("n2d_mnist", 9),
