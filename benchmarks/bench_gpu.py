@@ -156,34 +156,27 @@ def part_em(X, K, device):
     lines.append(f"em        BigLearn-EM outer iteration {1e3 * st.fastest():9.1f} ms (Letter)")
     labels.append(bl.labels_)
     lls.append(st.series("loglik"))
-    st = Stamps(device)
-    gm = GaussianMixtureEM(
-        n_clusters=K,
-        reg="floor",
-        reg_covar=1e-5,
-        max_iter=8,
-        tol=0,
-        random_state=0,
-        device=device,
-    ).fit(X, callback=st)
+    gm, st = _joint_em(X, K, 8, device)
     lines.append(f"em        Joint-EM iteration          {1e3 * st.fastest():9.1f} ms (Letter)")
     labels.append(gm.labels_)
     lls.append(st.series("loglik"))
     return lines, labels, lls
 
 
-def part_gmm16(X, device):
+def _joint_em(X, K, n_iter, device):
+    """(model, stamps) of ``n_iter`` iterations of ``GaussianMixtureEM(reg="floor")`` from its
+    k-means start."""
     st = Stamps(device)
     gm = GaussianMixtureEM(
-        n_clusters=10,
-        reg="floor",
-        reg_covar=1e-5,
-        max_iter=4,
-        tol=0,
-        random_state=0,
+        n_clusters=K, reg="floor", reg_covar=1e-5, max_iter=n_iter, tol=0, random_state=0,
         device=device,
-    ).fit(X, callback=st)
-    line = f"gmm16     GMM iteration ({X.shape[0]} x {X.shape[1]}) {st.fastest():8.2f} s"
+    )  # fmt: skip
+    return gm.fit(X, callback=st), st
+
+
+def part_gmm16(X, device):
+    gm, st = _joint_em(X, 10, 4, device)
+    line = f"gmm16     GMM iteration ({X.shape[0]} x {X.shape[1]}) {1e3 * st.fastest():9.1f} ms"
     return [line], gm.labels_, st.series("loglik")
 
 
