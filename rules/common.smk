@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from mixlib.download import SOURCES
+from mixlib.download import SOURCES, verify
 from mixlib.models import uses_gpu
 from mixlib.plan import load_plan
 
@@ -207,13 +207,25 @@ def raw_input(wildcards):
     return {"raw": f"results/raw/{source}"} if source else {}
 
 
-def staged_files(wildcards):
-    """Files staged for this source under data_dir: inputs, so that replacing one reruns."""
+def _staged_paths(source):
     if not PLAN.data_dir:
         return []
-    root = Path(PLAN.data_dir) / wildcards.source
-    paths = [root / f.name for f in SOURCES[wildcards.source].files]
-    return [str(p) for p in paths if p.is_file()]
+    root = Path(PLAN.data_dir) / source
+    return [p for p in (root / f.name for f in SOURCES[source].files) if p.is_file()]
+
+
+def staged_files(wildcards):
+    """Files staged for this source under data_dir, as ``ancient`` inputs: the same files
+    copied again (new modification times, as a re-staged directory has) rerun nothing, while
+    a file replaced by other content reruns the download job through its param
+    :func:`staged_sha256`."""
+    return [ancient(str(p)) for p in _staged_paths(wildcards.source)]
+
+
+def staged_sha256(wildcards):
+    """{file name: sha256} of the files staged for this source (a param of download_dataset:
+    Snakemake reruns a job whose params changed)."""
+    return {p.name: verify(p, "sha256", None) for p in _staged_paths(wildcards.source)}
 
 
 def file_sha256(source):

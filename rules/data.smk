@@ -18,6 +18,7 @@ rule download_dataset:
         "results/benchmarks/download_dataset/{source}.tsv"
     threads: 1
     params:
+        staged_sha256=staged_sha256,
         staged_dir=PLAN.data_dir,
         download=PLAN.download,
         file_sha256=lambda wc: file_sha256(wc.source),

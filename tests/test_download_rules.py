@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -300,6 +301,15 @@ def test_workflow_stages_downloads_locally_and_scores_the_test_rows(tmp_path):
     [init_rec] = json.loads((wd / "results/init/pen/kmeans/seed0/record.json").read_text())
     assert init_rec["rows"] == "train" and init_rec["n"] == 45
     assert (wd / "results/tables/pen.md").is_file()
+    # the staging directory copied again (same bytes, newer times): nothing reruns
+    for f in (staged / "pendigits").iterdir():
+        os.utime(f, (f.stat().st_mtime + 60, f.stat().st_mtime + 60))
+    assert "Nothing to be done" in run_snakemake(wd, "-n", "--cores", "1", config=cfg).stdout
+    # a staged file replaced by other content: the download job (and what follows) reruns
+    tes = staged / "pendigits" / "pendigits.tes"
+    tes.write_bytes(tes.read_bytes().replace(b"  0\n", b"  1\n", 1))
+    dry = run_snakemake(wd, "-n", "--cores", "1", config=cfg).stdout
+    assert "rule download_dataset:" in dry and "rule prepare_dataset:" in dry
 
 
 @pytest.mark.workflow
