@@ -42,13 +42,21 @@ def baseline_modules(names, commit: str = BASELINE_COMMIT) -> dict:
 
 
 def matmul_rate(a, b, repeats: int = 3) -> float:
-    """FLOP/s of ``a @ b`` for square n x n operands (numpy or torch): the best of ``repeats``
-    timed products after a warm-up one, the machine's large-GEMM rate for that dtype."""
+    """FLOP/s of ``a @ b`` for square n x n operands (numpy or torch, on any device): the best
+    of ``repeats`` timed products after a warm-up one, the machine's large-GEMM rate for that
+    dtype. CUDA operands are synchronised around each product (its launch returns at once)."""
+    sync = lambda: None  # noqa: E731
+    if getattr(a, "is_cuda", False):
+        import torch
+
+        sync = torch.cuda.synchronize
     a @ b
     best = float("inf")
     for _ in range(repeats):
+        sync()
         t0 = time.perf_counter()
         a @ b
+        sync()
         best = min(best, time.perf_counter() - t0)
     return 2 * a.shape[0] ** 3 / best
 
