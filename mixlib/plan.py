@@ -206,6 +206,10 @@ def load_plan(config: dict, schema: str | Path = SCHEMA) -> Plan:
         for d in spec["overrides"]:
             if d not in datasets:
                 raise ConfigError(f"inits.{name}.overrides: {d!r} is not defined under `datasets`")
+        if spec["method"] != "umap" and any(_init_for(spec, d)["equal_sizes"] for d in datasets):
+            raise ConfigError(
+                f"inits.{name}.equal_sizes: for the method 'umap' only, not {spec['method']!r}"
+            )
     for source, sums in cfg["file_sha256"].items():
         if source not in download.SOURCES:
             raise ConfigError(
