@@ -196,3 +196,45 @@ def test_umap_init_is_n2ds_clustering_step_and_beats_kmeans_on_digits():
     assert clustering_accuracy(y, lab) >= clustering_accuracy(y, km) + 0.05  # 0.792 -> 0.880
     with pytest.raises(ValueError, match="n_neighbors >= 2"):
         init.initialize(X[:20], 2, "umap", seed=0, n_neighbors=1)
+    # equal_sizes: the same embedding and mixture, then the equal-size EM from it
+    eq, info = init.initialize(X, 10, "umap", seed=3, n_neighbors=10, equal_sizes=True)
+    gmm = fit_mixture(E, 10, "full", rs, n_init=10)
+    want, _ = init.equal_size_mixture(E, gmm.means_, gmm.covariances_)
+    np.testing.assert_array_equal(eq, want)
+    assert "seconds_equal_size_em" in info and np.bincount(eq).min() >= 160  # of 1,797 / 10
+    with pytest.raises(ValueError, match="equal_sizes is for the method 'umap'"):
+        init.initialize(X, 10, "kmeans", seed=3, equal_sizes=True)
+
+
+def test_equal_size_mixture_leaves_a_split_and_merge_the_plain_mixture_keeps():
+    """Four separated blobs of 250 points; from a start that splits one blob and merges two,
+    plain EM stays there (ARI 0.63, sizes 138 / 112 / 500 / 250) and the equal-size EM finds
+    the blobs."""
+    from sklearn.mixture import GaussianMixture
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], float)
+    X = np.vstack([c + rng.standard_normal((250, 2)) for c in centres])
+    y = np.repeat(np.arange(4), 250)
+    start = np.array([[-0.7, 0], [0.7, 0], [5, 5], [10, 10]])
+    g = GaussianMixture(4, covariance_type="full", means_init=start, random_state=0).fit(X)
+    assert ari(y, g.predict(X)) < 0.8
+    lab, n_iter = init.equal_size_mixture(X, g.means_, g.covariances_)
+    assert ari(y, lab) == pytest.approx(1.0) and 1 < n_iter < 200
+    np.testing.assert_array_equal(np.bincount(lab), [250] * 4)
+
+
+def test_equal_size_weights_give_equal_expected_sizes_on_near_hard_posteriors():
+    """The dual weights meet the size constraint to 0.1% where posteriors are nearly 0/1 (log
+    densities 100s apart, as on a UMAP embedding) and one cluster would take 70% unweighted."""
+    from scipy.special import softmax
+
+    rng = np.random.default_rng(1)
+    N, K = 2000, 5
+    L = 200.0 * rng.standard_normal((N, K))
+    L[: int(0.7 * N), 0] += 1000.0
+    assert softmax(L, axis=1).sum(0)[0] > 0.6 * N
+    v, _ = init.equal_size_weights(L)
+    sizes = softmax(L + v, axis=1).sum(0)
+    np.testing.assert_allclose(sizes, N / K, rtol=1e-3)
+    assert v.max() == 0.0

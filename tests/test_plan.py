@@ -48,6 +48,7 @@ def test_one_grid_plans_the_clustering_runs_and_the_simulation():
         (lambda c: c["models"]["gmm"].update(eval_every=0), r"models\.gmm\.eval_every: 0 is less than the minimum of 1"),
         (lambda c: c["seeds"].append("x"), r"seeds: 'x' is not an integer \(item 2\)"),
         (lambda c: c["inits"]["kmeans"].update(feature="scattering"), r"inits\.kmeans\.feature: 'scattering' needs images, but dataset 'blobs'"),
+        (lambda c: c["inits"]["kmeans"].update(equal_sizes=True), r"inits\.kmeans\.equal_sizes: for the method 'umap' only, not 'kmeans'"),
     ],
 )  # fmt: skip
 def test_config_errors_name_the_key(mutate, message):

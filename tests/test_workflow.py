@@ -281,11 +281,13 @@ SHIPPED_CONFIGS = [
     ("biglearn", 362),
     ("gmm_mnist", 5),
     ("dpkm", 65),
-    ("dpkm_mnist", 29),
+    ("dpkm_mnist", 23),
+    ("dpkm_mnist_pretrain_200", 17),
     ("dec", 47),
     ("dec_mnist", 12),
     ("n2d_mnist", 9),
     ("umap_init", 79),
+    ("umap_equal", 39),
     ("deep_70k", 61),
 ]
 
