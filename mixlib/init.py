@@ -419,7 +419,8 @@ def umap_labels(
 
 def log_gaussians(E: np.ndarray, means: np.ndarray, covariances: np.ndarray) -> np.ndarray:
     """``log N(E_i | means_k, covariances_k)`` (N, K) of points ``E`` (N, d), through the
-    Cholesky factor of each covariance (K, d, d)."""
+    Cholesky factor of each covariance (K, d, d). numpy, for the init stage, which imports no
+    model (mixlib.models.gmm_em.log_gaussian_prob is the torch one the EM models use)."""
     N, d = E.shape
     out = np.empty((N, len(means)))
     for k, (mu, C) in enumerate(zip(means, covariances)):
