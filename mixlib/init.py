@@ -477,8 +477,9 @@ def equal_size_mixture(
     column sums, so the iteration stops when that objective's relative change falls below
     ``tol``. Why: a plain mixture on the UMAP embedding of Fashion-MNIST spends two clusters on
     the two kinds of bag and merges pullover, coat and shirt into one of 17,000 points, where
-    the classes hold 7,000 each. The constraint is a prior, right where the classes are
-    balanced (Fashion-MNIST) and close on MNIST (6,313 to 7,877 per digit)."""
+    the classes hold 7,000 each. The constraint is a prior: on Fashion-MNIST (classes of
+    exactly 7,000) it raised the ACC from 0.679 to 0.695 over 3 seeds and lowered the NMI; on
+    MNIST (6,313 to 7,877 per digit) it cost 0.04 ACC (docs/results/umap_equal)."""
     E = np.asarray(E, dtype=np.float64)
     N, d = E.shape
     mu = np.array(means, dtype=np.float64)
