@@ -153,7 +153,7 @@ def test_init_overrides_per_dataset_and_their_check():
     }  # fmt: skip
     plan = load_plan(config)
     defaults = dict(subset=None, feature="raw", pca_components=50, scattering_J=3)  # schema's
-    defaults.update(standardize=False, n_init=10, n_nonzero=5, pca_center=False)
+    defaults.update(standardize=False, n_init=10, n_nonzero=5, pca_center=False, equal_sizes=False)
     assert plan.init_for("knn", "a") == {**defaults, "method": "spectral", "n_neighbors": 10}
     assert plan.init_for("knn", "b") == {**defaults, "method": "spectral", "n_neighbors": 5}
     config["inits"]["knn"]["overrides"] = {"c": {"n_neighbors": 5}}
