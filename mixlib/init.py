@@ -481,7 +481,7 @@ def equal_size_mixture(
     exactly 7,000) it raised the ACC from 0.679 to 0.695 over 3 seeds and lowered the NMI; on
     MNIST (6,313 to 7,877 per digit) it cost 0.04 ACC (docs/results/umap_equal)."""
     E = np.asarray(E, dtype=np.float64)
-    N, d = E.shape
+    d = E.shape[1]
     mu = np.array(means, dtype=np.float64)
     cov = np.array(covariances, dtype=np.float64)
     v, prev, n_iter = None, None, 0
