@@ -235,6 +235,7 @@ def initialize(
     save_npy(out_labels, labels)
     seen = labels >= 0
     m = metriclib.cluster_metrics(ds.y[seen], labels[seen])
+    members = _ensemble_scores(info, ds.y[fit][seen[fit]])
     record = dict(
         dataset=dataset,
         model="init",
@@ -249,6 +250,7 @@ def initialize(
         job_key=tracker.job_key,
         method=method,
         **steps,
+        **members,
         **m,
     )
     write_json(out_record, [record])
@@ -258,12 +260,28 @@ def initialize(
             **{f"init_{k}": v for k, v in m.items()},
             "fit_seconds": seconds,
             "n_labelled": info["n_labelled"],
+            **members,
             **{f"{k.removeprefix('seconds_')}_seconds": v for k, v in steps.items()},
         }
     )
     tracker.log_dataset(ds.meta, data_path, "training")
     tracker.log_artifact(out_labels)
     log.info("init %s on %s seed %d: %s", init, dataset, seed, m)
+
+
+def _ensemble_scores(info: dict, y: np.ndarray) -> dict:
+    """For an ensemble init (``info["members"]``, each member's labels of the points ``y`` are
+    the classes of): its size and the members' mean NMI, ARI and ACC (``member_<metric>``),
+    which the consensus is read against; each member's scores go to the job log. {} else."""
+    from . import metrics as metriclib
+
+    if "members" not in info:
+        return {}
+    scores = [metriclib.cluster_metrics(y, labels) for labels in info["members"]]
+    for i, sc in enumerate(scores):
+        log.info("ensemble member %d: %s", i, {k: round(v, 4) for k, v in sc.items()})
+    mean = {f"member_{k}": float(np.mean([sc[k] for sc in scores])) for k in scores[0]}
+    return {"ensemble": int(info["ensemble"]), **mean}
 
 
 def _shared_features(path: str, ds, spec: dict, n_rows: int) -> np.ndarray:

@@ -210,6 +210,10 @@ def load_plan(config: dict, schema: str | Path = SCHEMA) -> Plan:
             raise ConfigError(
                 f"inits.{name}.equal_sizes: for the method 'umap' only, not {spec['method']!r}"
             )
+        if spec["method"] == "random" and any(_init_for(spec, d)["ensemble"] > 1 for d in datasets):
+            raise ConfigError(
+                f"inits.{name}.ensemble: not for the method 'random' (a vote of noise)"
+            )
     for source, sums in cfg["file_sha256"].items():
         if source not in download.SOURCES:
             raise ConfigError(

@@ -154,6 +154,7 @@ def test_init_overrides_per_dataset_and_their_check():
     plan = load_plan(config)
     defaults = dict(subset=None, feature="raw", pca_components=50, scattering_J=3)  # schema's
     defaults.update(standardize=False, n_init=10, n_nonzero=5, pca_center=False, equal_sizes=False)
+    defaults.update(ensemble=1)
     assert plan.init_for("knn", "a") == {**defaults, "method": "spectral", "n_neighbors": 10}
     assert plan.init_for("knn", "b") == {**defaults, "method": "spectral", "n_neighbors": 5}
     config["inits"]["knn"]["overrides"] = {"c": {"n_neighbors": 5}}
@@ -238,3 +239,89 @@ def test_equal_size_weights_give_equal_expected_sizes_on_near_hard_posteriors():
     sizes = softmax(L + v, axis=1).sum(0)
     np.testing.assert_allclose(sizes, N / K, rtol=1e-3)
     assert v.max() == 0.0
+
+
+def test_consensus_vote_undoes_renumbering_and_outvotes_each_members_errors():
+    """Three noisy copies of the same 4 clusters, each with its cluster numbers permuted and
+    a different 20% of points relabelled at random: the vote recovers the clusters better
+    than any member, names them as the first member does, and a tie keeps the first's."""
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.arange(4), 250)
+    members = []
+    for perm in ([0, 1, 2, 3], [2, 0, 3, 1], [3, 2, 1, 0]):
+        noisy = truth.copy()
+        flip = rng.random(truth.size) < 0.2
+        noisy[flip] = rng.integers(4, size=flip.sum())
+        members.append(np.asarray(perm)[noisy])
+    vote = init.consensus_labels(members, 4)
+    wrong = [(init.match_labels(m, truth, 4) != truth).mean() for m in members]
+    assert (vote != truth).mean() < 0.5 * min(wrong)  # ~15% wrong each, ~4% for the vote
+    np.testing.assert_array_equal(init.match_labels(vote, members[0], 4), vote)  # first's numbers
+    # two members that disagree everywhere (after matching): the first member wins every tie
+    a = np.array([0, 0, 1, 1, 2, 2])
+    b = np.array([1, 2, 2, 0, 0, 1])
+    np.testing.assert_array_equal(init.consensus_labels([a, b], 3), a)
+    with pytest.raises(ValueError, match="labels outside 0..2"):
+        init.consensus_labels([a, a + 1], 3)
+
+
+def test_ensemble_init_member_zero_is_the_single_run_and_the_vote_is_reproducible():
+    """``ensemble``: member 0 is the init without it (same seed), the labels are the vote of the
+    members ``info`` returns, the same seed gives the same labels, and the pipeline's record
+    carries the members' mean scores beside the vote's."""
+    from sklearn.datasets import load_digits
+
+    from mixlib.metrics import clustering_accuracy as acc
+
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    single, _ = init.initialize(X, 10, "spectral", seed=1, n_neighbors=10, n_init=1)
+    lab, info = init.initialize(X, 10, "spectral", seed=1, n_neighbors=10, n_init=1, ensemble=5)
+    assert info["ensemble"] == 5 and info["members"].shape == (5, len(X))
+    np.testing.assert_array_equal(info["members"][0], single)
+    np.testing.assert_array_equal(lab, init.consensus_labels(list(info["members"]), 10))
+    assert len({tuple(m) for m in info["members"]}) > 1  # the members' seeds differ
+    again, _ = init.initialize(X, 10, "spectral", seed=1, n_neighbors=10, n_init=1, ensemble=5)
+    np.testing.assert_array_equal(lab, again)
+    assert acc(y, lab) >= np.mean([acc(y, m) for m in info["members"]]) - 0.01
+    with pytest.raises(ValueError, match="ensemble must be an integer >= 1"):
+        init.initialize(X, 10, "kmeans", seed=1, ensemble=0)
+    with pytest.raises(ValueError, match="not for the method 'random'"):
+        init.initialize(X, 10, "random", seed=1, ensemble=3)
+
+
+def test_ensemble_record_scores_each_member_on_the_points_it_clustered(tmp_path):
+    """The init job's record of an ensemble: its size and the members' mean scores, each
+    member scored on its own points (the clustered subset of the training rows)."""
+    import json
+
+    from mixlib import data as datalib
+    from mixlib import pipeline
+    from mixlib.metrics import cluster_metrics
+
+    rng = np.random.default_rng(0)
+    y = np.arange(90) % 3
+    X = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]])[y] + rng.normal(0, 1.0, (90, 2))
+    is_train = np.arange(90) < 60
+    ds = datalib.Dataset(X.astype(np.float32), y, "s", (), {"name": "s", "n_clusters": 3}, is_train)
+    datalib.save_prepared(ds, tmp_path / "s.npz")
+    spec = {"method": "kmeans", "n_init": 1, "subset": 40, "ensemble": 3}
+    out = dict(out_labels=str(tmp_path / "init.npy"), out_record=str(tmp_path / "init.json"))
+    pipeline.initialize(
+        data_path=str(tmp_path / "s.npz"), dataset="s", init="e", spec=spec, seed=0, **out
+    )
+    labels = np.load(tmp_path / "init.npy")
+    [rec] = json.loads((tmp_path / "init.json").read_text())
+    seen = labels >= 0
+    assert seen.sum() == 40 and not seen[~is_train].any() and rec["ensemble"] == 3
+    _, info = init.initialize(
+        X[is_train].astype(np.float32),
+        3,
+        "kmeans",
+        seed=0,
+        **{k: v for k, v in spec.items() if k != "method"},
+    )
+    want = [cluster_metrics(y[seen], m) for m in info["members"]]
+    for k in ("nmi", "ari", "acc"):
+        assert rec[f"member_{k}"] == pytest.approx(np.mean([w[k] for w in want]))
+    assert rec["acc"] == pytest.approx(cluster_metrics(y[seen], labels[seen])["acc"])

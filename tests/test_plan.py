@@ -49,6 +49,9 @@ def test_one_grid_plans_the_clustering_runs_and_the_simulation():
         (lambda c: c["seeds"].append("x"), r"seeds: 'x' is not an integer \(item 2\)"),
         (lambda c: c["inits"]["kmeans"].update(feature="scattering"), r"inits\.kmeans\.feature: 'scattering' needs images, but dataset 'blobs'"),
         (lambda c: c["inits"]["kmeans"].update(equal_sizes=True), r"inits\.kmeans\.equal_sizes: for the method 'umap' only, not 'kmeans'"),
+        (lambda c: c["inits"]["random"].update(ensemble=3), r"inits\.random\.ensemble: not for the method 'random'"),
+        (lambda c: c["inits"]["random"].update(overrides={"blobs": {"ensemble": 2}}), r"inits\.random\.ensemble: not for"),
+        (lambda c: c["inits"]["kmeans"].update(ensemble=0), r"inits\.kmeans\.ensemble: 0 is less than the minimum of 1"),
     ],
 )  # fmt: skip
 def test_config_errors_name_the_key(mutate, message):

@@ -288,6 +288,7 @@ SHIPPED_CONFIGS = [
     ("n2d_mnist", 9),
     ("umap_init", 79),
     ("umap_equal", 39),
+    ("umap_ensemble", 21),
     ("deep_70k", 61),
 ]
 
