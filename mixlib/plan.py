@@ -187,6 +187,12 @@ def _init_for(entry: dict, dataset: str) -> dict:
     return {**spec, **over.get(dataset, {})}
 
 
+def _command_line_int(value):
+    """A string of digits as the integer it spells, anything else as it is: Snakemake parses a
+    ``--config`` list with YAML's BaseLoader, which leaves every item a string."""
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+
 def grid(*axes) -> list[tuple]:
     """Every combination of the axes, in order: the one planner of the workflow's jobs."""
     return list(itertools.product(*axes))
@@ -197,7 +203,10 @@ def grid(*axes) -> list[tuple]:
 
 def load_plan(config: dict, schema: str | Path = SCHEMA) -> Plan:
     """Validate ``config`` (left untouched) and return its :class:`Plan`."""
-    cfg = validate_schema(copy.deepcopy(config), schema)
+    cfg = copy.deepcopy(config)
+    if isinstance(cfg.get("seeds"), list):  # `--config seeds=[0,1]` arrives as ['0', '1']
+        cfg["seeds"] = [_command_line_int(s) for s in cfg["seeds"]]
+    cfg = validate_schema(cfg, schema)
     datasets = cfg["datasets"]
     for name, spec in datasets.items():
         _check_dataset(f"datasets.{name}", spec)

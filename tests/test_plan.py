@@ -130,3 +130,17 @@ def test_training_monitor_shows_steps_whose_values_change_names(caplog):
             mon(Progress(step, len(names), dict.fromkeys(keys, 1.0)))
     shown = [int(r.getMessage().split()[1].split("/")[0]) for r in caplog.records]
     assert shown == [1, 3, 4, 5, 7]
+
+
+def test_seeds_from_the_command_line_are_integers():
+    """``snakemake --config seeds=[0,1]`` (a run of some seeds of a config): Snakemake's parser
+    gives strings, the plan takes digit strings as the integers they spell and rejects others."""
+    from snakemake.cli import parse_config
+
+    cfg = load_config()
+    cfg.update(parse_config(["seeds=[0,2]"]))
+    assert cfg["seeds"] == ["0", "2"]
+    assert load_plan(cfg).seeds == (0, 2)
+    cfg.update(parse_config(["seeds=[0,x]"]))
+    with pytest.raises(ConfigError, match=r"seeds: 'x' is not an integer"):
+        load_plan(cfg)
