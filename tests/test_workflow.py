@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -93,8 +94,16 @@ def test_changing_one_model_reruns_only_its_jobs(tiny_run):
     assert "model=kmeans" not in out and "model=gmm" in out
 
 
+def test_more_seeds_on_the_command_line_fit_only_the_new_seeds(tiny_run):
+    """A config run for some seeds first (``--config seeds=[...]``, strings from Snakemake's
+    parser), then for more: only the new seed's jobs are planned, the finished ones reused."""
+    wd, _ = tiny_run
+    p = run_snakemake(wd, "-n", "--cores", "1", "--config", "seeds=[0,1,2]")
+    jobs = re.findall(r"wildcards: .*seed=(\d+)", p.stdout)
+    assert jobs and set(jobs) == {"2"}, p.stdout[-3000:]
+
+
 def test_html_report_has_every_table_and_figure_with_a_caption(tiny_run):
-    import re
 
     wd, _ = tiny_run
     run_snakemake(wd, "--report", "report.html")
