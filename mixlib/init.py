@@ -558,7 +558,9 @@ def consensus_labels(members, n_clusters: int, *, max_iter: int = 20) -> np.ndar
 
     Why: the three seeds of the equal-size UMAP init of Fashion-MNIST (ACC 0.712 / 0.668 /
     0.705) err on different points; their vote scored ACC 0.746 (a scratch check of the
-    published run's labels, docs/results/umap_equal)."""
+    published run's labels, docs/results/umap_equal). Measured as ``ensemble: 5``
+    (docs/results/umap_ensemble): ACC 0.740 +- 0.020 over 3 seeds, where the 15 runs average
+    0.726."""
     members = [np.asarray(m, dtype=np.int64) for m in members]
     if not members or any(m.shape != members[0].shape for m in members):
         raise ValueError(f"consensus of {len(members)} clusterings of unequal or no points")

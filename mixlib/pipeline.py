@@ -270,9 +270,10 @@ def initialize(
 
 
 def _ensemble_scores(info: dict, y: np.ndarray) -> dict:
-    """For an ensemble init (``info["members"]``, each member's labels of the points ``y`` are
-    the classes of): its size and the members' mean NMI, ARI and ACC (``member_<metric>``),
-    which the consensus is read against; each member's scores go to the job log. {} else."""
+    """For an ensemble init (``info["members"]``: each member's labels of the clustered points,
+    whose classes are ``y``): its size and the members' mean NMI, ARI and ACC
+    (``member_<metric>``), which the vote is read against; each member's scores go to the job
+    log. {} for a single run."""
     from . import metrics as metriclib
 
     if "members" not in info:
