@@ -73,3 +73,20 @@ def flushes_subnormals() -> bool:
     import torch
 
     return bool(torch.tensor([1e-39], dtype=torch.float32).mul(1.0).item() == 0.0)
+
+
+def split_dataset(workdir):
+    """A prepared dataset ``<workdir>/s.npz`` of 90 points in 3 separated 2-D blobs, the first
+    60 its training rows: ``(X, y, is_train)``."""
+    import numpy as np
+
+    from mixlib import data
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
+    y = np.arange(90) % 3
+    X = (centres[y] + rng.normal(0, 0.5, (90, 2))).astype(np.float32)
+    is_train = np.arange(90) < 60
+    meta = {"name": "s", "n_clusters": 3}
+    data.save_prepared(data.Dataset(X, y, "s", (), meta, is_train), Path(workdir) / "s.npz")
+    return X, y, is_train

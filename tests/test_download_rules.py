@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT, load_config, run_snakemake
+from helpers import ROOT, load_config, run_snakemake, split_dataset
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from mixlib import data, download, metrics, pipeline
@@ -178,19 +178,8 @@ def test_a_raw_file_damaged_after_download_stops_prepare(tmp_path):
         data.prepare("pen", {"source": "pendigits"}, raw_dir=tmp_path / "raw", file_sha256=sums)
 
 
-def _split_dataset(tmp_path):
-    rng = np.random.default_rng(0)
-    centres = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
-    y = np.arange(90) % 3
-    X = (centres[y] + rng.normal(0, 0.5, (90, 2))).astype(np.float32)
-    is_train = np.arange(90) < 60
-    meta = {"name": "s", "n_clusters": 3}
-    data.save_prepared(data.Dataset(X, y, "s", (), meta, is_train), tmp_path / "s.npz")
-    return X, y, is_train
-
-
 def test_stages_fit_on_train_and_score_on_test(tmp_path):
-    X, y, is_train = _split_dataset(tmp_path)
+    X, y, is_train = split_dataset(tmp_path)
     common = dict(data_path=str(tmp_path / "s.npz"), seed=0)
     pipeline.initialize(
         **common,

@@ -295,16 +295,12 @@ def test_ensemble_record_scores_each_member_on_the_points_it_clustered(tmp_path)
     member scored on its own points (the clustered subset of the training rows)."""
     import json
 
-    from mixlib import data as datalib
+    from helpers import split_dataset
+
     from mixlib import pipeline
     from mixlib.metrics import cluster_metrics
 
-    rng = np.random.default_rng(0)
-    y = np.arange(90) % 3
-    X = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]])[y] + rng.normal(0, 1.0, (90, 2))
-    is_train = np.arange(90) < 60
-    ds = datalib.Dataset(X.astype(np.float32), y, "s", (), {"name": "s", "n_clusters": 3}, is_train)
-    datalib.save_prepared(ds, tmp_path / "s.npz")
+    X, y, is_train = split_dataset(tmp_path)
     spec = {"method": "kmeans", "n_init": 1, "subset": 40, "ensemble": 3}
     out = dict(out_labels=str(tmp_path / "init.npy"), out_record=str(tmp_path / "init.json"))
     pipeline.initialize(
@@ -315,7 +311,7 @@ def test_ensemble_record_scores_each_member_on_the_points_it_clustered(tmp_path)
     seen = labels >= 0
     assert seen.sum() == 40 and not seen[~is_train].any() and rec["ensemble"] == 3
     _, info = init.initialize(
-        X[is_train].astype(np.float32),
+        X[is_train],
         3,
         "kmeans",
         seed=0,
