@@ -314,7 +314,12 @@ def validate_schema(config: dict, schema: str | Path = SCHEMA) -> dict:
     return config
 
 
-_TYPE_NAMES = {"number": "a number", "integer": "an integer", "string": "a string"}
+_TYPE_NAMES = {
+    "number": "a number",
+    "integer": "an integer",
+    "string": "a string",
+    "boolean": "a boolean",
+}
 
 
 def _schema_message(e) -> str:
@@ -325,6 +330,11 @@ def _schema_message(e) -> str:
     message = e.message
     if e.validator == "type" and isinstance(e.validator_value, str):
         message = f"{e.instance!r} is not {_TYPE_NAMES.get(e.validator_value, e.validator_value)}"
+        if e.validator_value == "boolean" and isinstance(e.instance, str) and len(keys) == 1:
+            message += (  # `--config download=false` arrives as the string 'false'
+                f" (Snakemake's --config reads only True and False as booleans:"
+                f" --config {key}={e.instance.strip().capitalize()})"
+            )
     return f"{key}: {message}" + (f" (item {', '.join(items)})" if items else "")
 
 

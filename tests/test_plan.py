@@ -144,3 +144,16 @@ def test_seeds_from_the_command_line_are_integers():
     cfg.update(parse_config(["seeds=[0,x]"]))
     with pytest.raises(ConfigError, match=r"seeds: 'x' is not an integer"):
         load_plan(cfg)
+
+
+def test_a_lowercase_boolean_from_the_command_line_names_the_spelling_that_works():
+    """``--config download=false`` arrives as the string 'false' (Snakemake reads only True and
+    False as booleans); the error says how to write it, and that spelling is accepted."""
+    from snakemake.cli import parse_config
+
+    cfg = load_config()
+    cfg.update(parse_config(["download=false"]))
+    with pytest.raises(ConfigError, match=r"download: 'false' is not .*--config download=False\)"):
+        load_plan(cfg)
+    cfg.update(parse_config(["download=False"]))
+    assert load_plan(cfg).config["download"] is False
