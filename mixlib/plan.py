@@ -215,14 +215,16 @@ def load_plan(config: dict, schema: str | Path = SCHEMA) -> Plan:
         for d in spec["overrides"]:
             if d not in datasets:
                 raise ConfigError(f"inits.{name}.overrides: {d!r} is not defined under `datasets`")
-        if spec["method"] != "umap" and any(_init_for(spec, d)["equal_sizes"] for d in datasets):
-            raise ConfigError(
-                f"inits.{name}.equal_sizes: for the method 'umap' only, not {spec['method']!r}"
-            )
-        if spec["method"] == "random" and any(_init_for(spec, d)["ensemble"] > 1 for d in datasets):
-            raise ConfigError(
-                f"inits.{name}.ensemble: not for the method 'random' (a vote of noise)"
-            )
+        for d in datasets:  # each key as it applies to the dataset, overrides included
+            eff = _init_for(spec, d)
+            if spec["method"] != "umap" and eff["equal_sizes"]:
+                raise ConfigError(
+                    f"inits.{name}.equal_sizes: for the method 'umap' only, not {spec['method']!r}"
+                )
+            if spec["method"] == "random" and eff["ensemble"] > 1:
+                raise ConfigError(
+                    f"inits.{name}.ensemble: not for the method 'random' (a vote of noise)"
+                )
     for source, sums in cfg["file_sha256"].items():
         if source not in download.SOURCES:
             raise ConfigError(
