@@ -99,19 +99,23 @@ def test_killed_run_resumes_without_redoing_finished_jobs(tmp_path, sig):
                     break
                 os.killpg(proc.pid, signal.SIGCONT)  # it finished meanwhile: wait for the next
             time.sleep(0.02)
-        text1 = log1.read_text()
-        done = finished_outputs(text1)
-        unfinished = written_unfinished(tmp_path, text1)
-        before = mtimes(tmp_path)
+        unfinished = written_unfinished(tmp_path, log1.read_text())
+        at_kill = mtimes(tmp_path)
         os.killpg(proc.pid, sig)  # like Ctrl-C in a terminal, or the OOM killer / a lost node
         os.killpg(proc.pid, signal.SIGCONT)
+        if sig == signal.SIGINT:
+            interrupt_until_taken(proc, log1)
         proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    # what the run left when it stopped: the jobs it reported finished, the files on disk
+    text1 = log1.read_text()
+    done = finished_outputs(text1)
+    before = mtimes(tmp_path)
     assert len(jobs_finished(text1)) >= 3 and done and unfinished, text1
-    assert set(unfinished) <= set(before)
+    assert set(unfinished) <= set(at_kill)
     assert not (tmp_path / "results/tables/long.csv").exists(), "killed too late"
     if sig == signal.SIGKILL:  # nothing could clean up: the half-done job's files are all there
         assert set(unfinished) <= set(mtimes(tmp_path))
@@ -145,6 +149,23 @@ def test_killed_run_resumes_without_redoing_finished_jobs(tmp_path, sig):
         assert_readable(tmp_path / rel)
     long = pd.read_csv(tmp_path / "results/tables/long.csv")
     assert len(long) == 2 + 3 + 2  # init records, trained models, gmm's INIT scores
+
+
+def interrupt_until_taken(proc: subprocess.Popen, log: Path, tries: int = 5) -> None:
+    """Press Ctrl-C again until Snakemake takes it, as a user would: a SIGINT that lands while
+    its log handler writes a line is dropped there (``snakemake.logging``'s ``emit`` catches
+    ``KeyboardInterrupt`` and passes) and the run goes on. A possible cause of this test's rare
+    "killed too late" failures; not reproduced (9 runs on 2026-11-30 took the first SIGINT)."""
+    for _ in range(tries):
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            if (
+                proc.poll() is not None
+                or "Terminating processes on user request" in log.read_text()
+            ):
+                return
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
 
 
 def written_unfinished(workdir: Path, log_text: str) -> list[str]:
