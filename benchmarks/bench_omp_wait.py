@@ -48,7 +48,10 @@ def ae_step(xb):
     opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); float(loss.detach())
 def mm_step(xb):
     mixmate.train_step(xb, A, bias, mopt, 0.75, 0.04, 15, 0.0)
+kinds = sys.argv[3].split(",") if len(sys.argv) > 3 else ["ae", "mixmate"]
 for name, f in (("ae", ae_step), ("mixmate", mm_step)):
+    if name not in kinds:
+        continue
     ts = []
     for k in range(20 + steps):
         xb = X[(k * 256) % 19744:][:256]
