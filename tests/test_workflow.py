@@ -298,6 +298,7 @@ SHIPPED_CONFIGS = [
     ("umap_init", 79),
     ("umap_equal", 39),
     ("umap_ensemble", 21),
+    ("mixmate_umap", 21),
     ("deep_70k", 61),
 ]
 
