@@ -11,7 +11,10 @@ turns, then sleep), passive waits (``OMP_WAIT_POLICY=PASSIVE``, the jobs' settin
 878ff44) and ``GOMP_SPINCOUNT=3000`` (the jobs' setting since,
 ``mixlib.pipeline.openmp_wait_defaults``); the ratio is to passive waits, measured in the same
 run. The busy core: a Python loop, as another
-job's single thread.
+job's single thread. Subnormal floats are flushed, as in the jobs' fits (since 2026-11-30: before,
+MixMate's step on these random data computed on subnormals, ~100 ms instead of ~27 on one
+thread, so the MixMate column of docs/results/benchmarks/bench_omp_wait.txt's first run is of
+that unflushed step).
 """
 
 from __future__ import annotations
@@ -49,14 +52,16 @@ def ae_step(xb):
 def mm_step(xb):
     mixmate.train_step(xb, A, bias, mopt, 0.75, 0.04, 15, 0.0)
 kinds = sys.argv[3].split(",") if len(sys.argv) > 3 else ["ae", "mixmate"]
-for name, f in (("ae", ae_step), ("mixmate", mm_step)):
-    if name not in kinds:
-        continue
-    ts = []
-    for k in range(20 + steps):
-        xb = X[(k * 256) % 19744:][:256]
-        t = time.perf_counter(); f(xb); ts.append(time.perf_counter() - t)
-    print(name, 1e3 * float(np.median(ts[20:])))
+from mixlib.models.base import subnormals_flushed
+with subnormals_flushed(True):  # as in the jobs' fits (unflushed, MixMate's step here ran ~4x slower)
+    for name, f in (("ae", ae_step), ("mixmate", mm_step)):
+        if name not in kinds:
+            continue
+        ts = []
+        for k in range(20 + steps):
+            xb = X[(k * 256) % 19744:][:256]
+            t = time.perf_counter(); f(xb); ts.append(time.perf_counter() - t)
+        print(name, 1e3 * float(np.median(ts[20:])))
 """
 
 
