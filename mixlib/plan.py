@@ -332,10 +332,11 @@ def _schema_message(e) -> str:
     message = e.message
     if e.validator == "type" and isinstance(e.validator_value, str):
         message = f"{e.instance!r} is not {_TYPE_NAMES.get(e.validator_value, e.validator_value)}"
-        if e.validator_value == "boolean" and isinstance(e.instance, str) and len(keys) == 1:
+        spelled = str(e.instance).strip().lower()
+        if e.validator_value == "boolean" and spelled in ("true", "false") and len(keys) == 1:
             message += (  # `--config download=false` arrives as the string 'false'
                 f" (Snakemake's --config reads only True and False as booleans:"
-                f" --config {key}={e.instance.strip().capitalize()})"
+                f" --config {key}={spelled.capitalize()})"
             )
     return f"{key}: {message}" + (f" (item {', '.join(items)})" if items else "")
 
