@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 import torch
+from baseline import matmul_rate
 
 from mixlib.models import mixmate
 from mixlib.models.base import adam, subnormals_flushed
@@ -32,17 +33,6 @@ def cpu_flags() -> str:
     except (OSError, StopIteration):
         return "unknown"
     return " ".join(sorted(f for f in flags if f.startswith("amx") or f == "avx512_bf16")) or "none"
-
-
-def matmul_rate(dtype, n: int = 4096, repeats: int = 3) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
 
 
 def median_step_ms(step, X, steps: int, bf16: bool) -> float:
@@ -64,7 +54,10 @@ def main(argv=None):
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads={args.threads}, CPU flags: {cpu_flags()}")
-    r32, r16 = matmul_rate(torch.float32), matmul_rate(torch.bfloat16)
+    r32, r16 = (
+        matmul_rate(torch.randn(4096, 4096, dtype=dt), torch.randn(4096, 4096, dtype=dt))
+        for dt in (torch.float32, torch.bfloat16)
+    )
     print(
         f"4096^3 matmul: float32 {r32 / 1e9:.1f} GFLOP/s, bfloat16 {r16 / 1e9:.1f} GFLOP/s "
         f"(ratio {r16 / r32:.2f}x)"
