@@ -295,6 +295,7 @@ SHIPPED_CONFIGS = [
     ("dec", 47),
     ("dec_mnist", 12),
     ("n2d_mnist", 9),
+    ("n2d_fashion", 9),
     ("umap_init", 79),
     ("umap_equal", 39),
     ("umap_ensemble", 21),
