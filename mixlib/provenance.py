@@ -16,6 +16,10 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+# The lines :func:`describe` writes under a published table, in its order; :func:`read_notes`
+# reads them back from the table's Markdown (mixlib.combine cites each table it takes rows from).
+NOTE_KEYS = ("command", "config", "commit", "invocation", "earlier invocations", "jobs wall time")
+
 
 def git_commit(repo: str | os.PathLike) -> str:
     """``<sha>`` of ``HEAD`` in ``repo``, with ``-dirty`` when tracked files differ from it;
@@ -126,4 +130,17 @@ def describe(invocation_path, benchmarks=()) -> dict:
             f"{seconds / 60:.1f} min summed over the {n} benchmarked jobs behind the table "
             "(whichever invocation ran them)"
         )
+    return out
+
+
+def read_notes(markdown: str | os.PathLike) -> dict:
+    """The provenance lines (``NOTE_KEYS``) under the title of a published Markdown table, as
+    :func:`describe` wrote them; lines before the table only."""
+    out = {}
+    for line in Path(markdown).read_text().splitlines():
+        if line.startswith("|"):
+            break
+        key, sep, value = line.partition(": ")
+        if sep and key in NOTE_KEYS:
+            out[key] = value.strip()
     return out
