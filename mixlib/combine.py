@@ -39,7 +39,7 @@ def read_source(directory: str | Path, methods=()) -> tuple[pd.DataFrame, dict]:
         if not p.is_file():
             raise FileNotFoundError(f"{p}: not found; --take expects a publish_dir of the workflow")
     long = pd.read_csv(long_csv)
-    missing = {"dataset", "method", "seed", *tables.METRICS} - set(long.columns)
+    missing = {"dataset", "method", "seed", "n", *tables.METRICS} - set(long.columns)
     if missing:
         raise ValueError(f"{long_csv}: lacks column(s) {sorted(missing)}")
     if methods:
@@ -56,8 +56,6 @@ def _sizes(long: pd.DataFrame) -> dict:
     """Samples per dataset, the same in every table: the largest ``n`` of a dataset's runs in
     each (a row may score a subset, as the SSC init its 2,000 samples); a dataset name that
     means another sample count in one config, e.g. a subset, fails here."""
-    if "n" not in long:
-        raise ValueError("long.csv lacks column 'n' (samples per run)")
     out = {}
     for name, g in long.groupby("dataset", sort=False):
         per_table = g.groupby("table")["n"].max().astype(int)

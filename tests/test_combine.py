@@ -100,3 +100,9 @@ def test_bad_sources_fail_naming_the_problem(tmp_path):
     subset = _publish(tmp_path, "subset", {"dec": (0.9, 0.9)}, "c" * 40, n=50)
     with pytest.raises(ValueError, match="dataset 'd' has different sizes"):
         combine.combine([(str(a), []), (str(subset), [])], ["d"])
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "long.csv").write_text("dataset,method,seed,nmi,ari,acc\nd,kmeans TRAIN,0,0.5,0.5,0.5\n")
+    (old / "paper.md").write_text("### d\n")
+    with pytest.raises(ValueError, match=r"old/long.csv: lacks column\(s\) \['n'\]"):
+        combine.combine([(str(old), [])], ["d"])
