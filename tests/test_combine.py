@@ -9,7 +9,7 @@ from mixlib import combine, pipeline, provenance
 REFERENCE = "source,dataset,method,stage,metric,mean,std,note\npaper,d,DEC,,acc,0.84,,\n"
 
 
-def _publish(tmp_path, name, models, commit, n=100, seeds=(0, 1)):
+def _publish(tmp_path, name, models, commit, n=100, seeds=(0, 1), dataset="d"):
     """A directory as the workflow publishes it, written by the real aggregate job: long.csv
     and paper.md with the provenance lines of an invocation at ``commit``."""
     work = tmp_path / f"work_{name}"
@@ -18,7 +18,7 @@ def _publish(tmp_path, name, models, commit, n=100, seeds=(0, 1)):
     for model, accs in models.items():
         for seed in seeds:
             acc = accs[seed]
-            rec = dict(dataset="d", model=model, init="none", stage="train", seed=seed, n=n,
+            rec = dict(dataset=dataset, model=model, init="none", stage="train", seed=seed, n=n,
                        nmi=acc, ari=acc, acc=acc, params=10)  # fmt: skip
             p = work / f"{model}_{seed}.json"
             p.write_text(json.dumps([rec]))
@@ -31,11 +31,11 @@ def _publish(tmp_path, name, models, commit, n=100, seeds=(0, 1)):
     out.mkdir()
     pipeline.aggregate(
         records=records,
-        datasets={"d": {}},
+        datasets={dataset: {}},
         out_long=str(out / "long.csv"),
         out_summary=str(work / "summary.csv"),
-        tables_out={"d": [str(work / f"d.{x}") for x in ("md", "tex", "csv")]},
-        figures_out={"d": str(work / "d.png")},
+        tables_out={dataset: [str(work / f"d.{x}") for x in ("md", "tex", "csv")]},
+        figures_out={dataset: str(work / "d.png")},
         paper_out=[str(out / f"paper.{x}") for x in ("md", "tex", "csv")],
         provenance=provenance.describe(inv),
     )
@@ -62,6 +62,14 @@ def test_rows_of_several_tables_side_by_side_each_citing_its_source(tmp_path):
         and not best["d ACC"].drop("dec TRAIN [table_b]").any()
     )
     assert cells.loc["DEC [published]", "d ACC"] == "0.840"
+    # rows in the order taken, whatever dataset each has
+    c = _publish(tmp_path, "table_c", {"dec": (0.5, 0.5)}, "c" * 40, dataset="e")
+    _, cells, _, _ = combine.combine([(str(c), []), (str(a), [])], ["d", "e"])
+    assert list(cells.index) == [
+        "dec TRAIN [table_c]",
+        "kmeans TRAIN [table_a]",
+        "mixmate TRAIN [table_a]",
+    ]
     # every row traces to its table, and the table to its command and commit
     assert set(long.table) == {str(a), str(b)} and len(long) == 6
     text = "\n".join(notes)
