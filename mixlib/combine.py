@@ -29,6 +29,8 @@ import pandas as pd
 from . import provenance, tables
 from .utils import atomic_path
 
+REPO = Path(__file__).resolve().parents[1]  # the checkout whose commit a combined table names
+
 
 def read_source(directory: str | Path, methods=()) -> tuple[pd.DataFrame, dict]:
     """``(rows, notes)`` of one published directory: the rows of its ``long.csv`` for
@@ -82,11 +84,12 @@ def combine(
     datasets: list[str],
     reference_csv: str | Path | None = None,
     command: str = "",
-    repo: str | Path = ".",
+    repo: str | Path = REPO,
 ):
     """``(long, cells, best, notes)``: the rows of every ``(directory, methods)`` in ``takes``
     on ``datasets``, their Table 1 layout (``tables.cross_table``) with the published rows of
-    ``reference_csv``, and the notes naming each source's provenance and this table's own."""
+    ``reference_csv``, and the notes naming each source's provenance and this table's own
+    (the commit is ``repo``'s, by default the checkout that holds this code)."""
     if not takes:
         raise ValueError("nothing to combine: name at least one --take DIR")
     names = [Path(d).name for d, _ in takes]
@@ -145,6 +148,8 @@ def main(argv=None) -> None:
         help="a published directory and the methods to take from it (all when none is named)",
     )
     a = ap.parse_args(argv)
+    if a.reference and not Path(a.reference).is_file():
+        ap.error(f"--reference {a.reference}: no such file")
     command = shlex.join(["python", "-m", "mixlib.combine", *argv])
     takes = [(t[0], t[1:]) for t in a.take]
     long, cells, best, notes = combine(takes, a.datasets, a.reference, command)

@@ -78,7 +78,7 @@ def test_rows_of_several_tables_side_by_side_each_citing_its_source(tmp_path):
     assert "d: 100" in text and "command: `python -m mixlib.combine x`" in text
 
 
-def test_command_line_writes_the_tables_and_names_its_own_command(tmp_path):
+def test_command_line_writes_the_tables_and_names_its_own_command(tmp_path, capsys):
     a = _publish(tmp_path, "table_a", {"kmeans": (0.5, 0.7)}, "a" * 40)
     out = tmp_path / "combined"
     combine.main(["--out", str(out), "--datasets", "d", "--take", str(a), "kmeans TRAIN"])
