@@ -301,6 +301,7 @@ SHIPPED_CONFIGS = [
     ("umap_equal", 39),
     ("umap_ensemble", 21),
     ("mixmate_umap", 21),
+    ("mixmate_umap_fashion", 21),
     ("deep_70k", 61),
 ]
 
