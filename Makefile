@@ -40,6 +40,7 @@ COMBINED_TAKES := \
 	--take docs/results/n2d_mnist "n2d TRAIN" \
 	--take docs/results/dpkm_mnist_pretrain_200 "deep_power_kmeans_pretrain_200 TRAIN" \
 	--take docs/results/mixmate_umap "mixmate (umap_scat) TRAIN" \
+	--take docs/results/mixmate_umap_fashion "mixmate (umap_scat_j2) TRAIN" \
 	--take docs/results/umap_init "init: umap_scat" "init: umap_scat_j2" \
 	--take docs/results/umap_ensemble "init: umap_scat_j2_equal_ens5"
 combined-table: setup
