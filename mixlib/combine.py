@@ -113,8 +113,8 @@ def combine(
     published = {name: tables.published_for(reference_csv, name) for name in datasets}
     cells, best = tables.cross_table(summary, published)
     # rows in the order taken (cross_table lists the first dataset's methods first)
-    order = list(dict.fromkeys(long.method))
-    order += [m for m in cells.index if m not in set(order)]
+    taken = dict.fromkeys(long.method)
+    order = [*taken, *(m for m in cells.index if m not in taken)]
     cells, best = cells.loc[order], best.loc[order]
     notes = [
         "`<method> [<name>]` = mean ± std over the seeds (n runs) of the table published in "

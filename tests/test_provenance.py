@@ -42,6 +42,7 @@ def test_describe_sums_the_jobs_wall_time(tmp_path):
     out = provenance.describe(inv, [tmp_path / "0.tsv", tmp_path / "1.tsv", tmp_path / "x.tsv"])
     assert out["jobs wall time"].startswith("3.0 min summed over the 2 benchmarked jobs")
     assert out["command"] == "`snakemake -n`" and out["commit"] == "abc"
+    assert set(out) <= set(provenance.NOTE_KEYS)  # what read_notes reads back from a table
     lines = (tmp_path / "invocations.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["commit"] == "abc"
     assert "earlier invocations" not in out  # the only invocation is the current one
