@@ -294,7 +294,7 @@ SHIPPED_CONFIGS = [
     ("dpkm_mnist_pretrain_200", 17),
     ("dec", 47),
     ("dec_mnist", 12),
-    ("dec_fashion", 12),
+    ("dec_fashion", 19),
     ("n2d_mnist", 9),
     ("n2d_fashion", 9),
     ("umap_init", 79),
