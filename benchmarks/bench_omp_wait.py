@@ -82,7 +82,16 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=120)
+    ap.add_argument(
+        "--spin",
+        type=int,
+        action="append",
+        default=[],
+        metavar="TURNS",
+        help="also measure GOMP_SPINCOUNT=TURNS (repeatable)",
+    )
     args = ap.parse_args(argv)
+    settings = {**SETTINGS, **{f"spin {n}": {"GOMP_SPINCOUNT": str(n)} for n in args.spin}}
     print(f"threads={args.threads}, {os.cpu_count()} CPUs; ms per step (median), ratio to passive")
     for load in ("quiet", "one core busy"):
         busy = None
@@ -90,7 +99,7 @@ def main(argv=None):
             busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
             time.sleep(0.5)
         try:
-            res = {name: measure(env, args.threads, args.steps) for name, env in SETTINGS.items()}
+            res = {name: measure(env, args.threads, args.steps) for name, env in settings.items()}
         finally:
             if busy is not None:
                 busy.kill()
