@@ -8,6 +8,7 @@ Snakemake ``snakemake`` script object (duck-typed: this module never imports sna
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
@@ -312,7 +313,9 @@ def pretrain_autoencoder(
 ):
     """Pre-train the auto-encoder of model ``kind`` (DEC, IDEC: its ``pretrain``) on the rows
     its training will see and save the state (``torch.save``) that the train stage hands to
-    ``fit(pretrained=...)`` of every model of this dataset and seed with the same recipe."""
+    ``fit(pretrained=...)`` of every model of this dataset and seed with the same recipe. The
+    epochs are checkpointed (:func:`job_checkpoint`): a job stopped part-way resumes when run
+    again."""
     import torch
 
     ds = datalib.load_prepared(data_path)
@@ -321,11 +324,13 @@ def pretrain_autoencoder(
     tracker.log_params({"kind": kind, "seed": seed, "model": model.get_params()})
     tracker.log_dataset(ds.meta, data_path, "training")
     monitor = TrainingMonitor(tracker)
+    checkpoint = job_checkpoint(out_state)
     t0 = time.perf_counter()
-    state = model.pretrain(ds.X[fit], callback=monitor)
+    state = model.pretrain(ds.X[fit], callback=monitor, checkpoint=checkpoint)
     seconds = time.perf_counter() - t0
     with atomic_path(out_state) as tmp:
         torch.save(state, tmp)
+    checkpoint.remove()
     tracker.log_metrics({"pretrain_seconds": seconds})
     tracker.log_history({"pretrain_reconstruction": state["history"]})
     log.info("%s auto-encoder pre-trained in %.1f s (seed %d)", kind, seconds, seed)
@@ -350,6 +355,9 @@ def train_model(
     (``labels``, and ``init_labels`` for the untrained model where it has them) and an info JSON
     (parameter count, curves, timings), and its figures (:func:`mixlib.plots.model_figures`)
     into ``artifact_dir``.
+
+    A model whose ``fit`` takes a ``checkpoint`` (N2D; DEC and IDEC when they pre-train) gets
+    the job's (:func:`job_checkpoint`): a job stopped part-way resumes when run again.
 
     While it fits, a :class:`TrainingMonitor` reports its progress to the job log (and, logging
     live, to its MLflow run) and scores it on the evaluation rows every ``eval_every`` steps
@@ -379,6 +387,9 @@ def train_model(
         import torch
 
         extra["pretrained"] = torch.load(pretrained_path)  # weights_only: tensors and plain data
+    checkpoint = None
+    if "checkpoint" in inspect.signature(model.fit).parameters:
+        extra["checkpoint"] = checkpoint = job_checkpoint(out_labels)
     t0 = time.perf_counter()
     model.fit(ds.X[fit], init_labels=init_labels, callback=monitor, **extra)
     seconds = time.perf_counter() - t0
@@ -414,7 +425,23 @@ def train_model(
         paths = plots.model_figures(model, ds.X[fit], artifact_dir, image_shape=ds.image_shape)
         for p in paths:
             tracker.log_artifact(p, "figures")
+    if checkpoint is not None:
+        checkpoint.remove()
     log.info("%s seed %d fitted in %.1f s", kind, seed, seconds)
+
+
+CHECKPOINT_EVERY_S = 300.0  # at most 5 minutes of a killed job's work lost; ~40 MB a write
+
+
+def job_checkpoint(out_path: str):
+    """The :class:`~mixlib.models.base.Checkpoint` of the job whose first output is
+    ``out_path``: ``<out_path>.checkpoint``, beside it but not an output of the rule, so that
+    Snakemake keeps it when the job fails or is killed (a cluster's time limit, Ctrl-C) and the
+    job run again resumes from it; saved every ``CHECKPOINT_EVERY_S`` seconds and removed once
+    the job's outputs are written."""
+    from .models.base import Checkpoint
+
+    return Checkpoint(f"{out_path}.checkpoint", every_s=CHECKPOINT_EVERY_S)
 
 
 class TrainingMonitor:

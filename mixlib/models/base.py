@@ -19,6 +19,10 @@ Extra, optional pieces the pipeline uses when a model has them:
     ``callback`` is called with a :class:`Progress` after every epoch or iteration of an
     iterative model: the pipeline reports progress and computes metrics through it (models
     never see the true labels).
+``fit(..., checkpoint=None)``
+    models with long epoch loops (N2D, DEC and IDEC) take a :class:`Checkpoint`: their loop's
+    state is saved to it as it goes, and a fit stopped part-way, called again with it, resumes
+    where it was saved and ends as the uninterrupted fit (the pipeline's jobs give theirs).
 ``init_labels_``
     (N,) labels of the untrained model right after initialisation: the paper's INIT column.
 ``history_``
@@ -176,6 +180,112 @@ def _omp_fenv_functions():
     parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
     parallel.restype = None
     return parallel, libm.fegetenv, ctypes.cast(libm.fesetenv, ctypes.c_void_p)
+
+
+class Checkpoint:
+    """A training loop's state saved to ``path`` at most every ``every_s`` seconds (and when
+    :meth:`save` is forced), so that a fit stopped part-way (a job killed at a cluster's time
+    limit, a machine shut down, Ctrl-C) resumes from its last save when it is called again, and
+    ends as the uninterrupted fit would: the saved state is everything the loop reads (the
+    module's and the optimiser's state, the random generator's state, the epochs done and the
+    curves so far), so on the same device and thread count the resumed fit's numbers are the
+    uninterrupted one's, bit for bit.
+
+    ``key`` (a string naming the model, its hyperparameters, data and seed; see
+    :func:`checkpoint_key`) is saved beside the state: a file saved under another key (other
+    hyperparameters, other data) or unreadable (a machine that died mid-write cannot leave one:
+    writes are atomic) is ignored with a warning, and replaced at the next save. The models that
+    take one: N2D (``fit``), DEC and IDEC (``pretrain``, and ``fit`` when it pre-trains)."""
+
+    def __init__(self, path, every_s: float = 300.0):
+        import time
+        from pathlib import Path
+
+        self.path, self.every_s = Path(path), float(every_s)
+        self._last = time.monotonic()
+
+    def load(self, key: str) -> dict | None:
+        """The state saved under ``key``, or None (no file, another key, unreadable)."""
+        import logging
+
+        import torch
+
+        if not self.path.exists():
+            return None
+        log = logging.getLogger(__name__)
+        try:
+            blob = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is ignored, with its reason
+            log.warning("checkpoint %s is unreadable (%s): starting afresh", self.path, e)
+            return None
+        if not isinstance(blob, dict) or blob.get("key") != key:
+            log.warning(
+                "checkpoint %s is of another model, data or seed: starting afresh", self.path
+            )
+            return None
+        return blob["state"]
+
+    def save(self, key: str, state: Callable[[], dict], *, force: bool = False) -> bool:
+        """Write ``{"key": key, "state": state()}`` if ``every_s`` seconds have passed since the
+        last write (or since this object was made), or ``force``; returns whether it wrote."""
+        import time
+
+        import torch
+
+        from ..utils import atomic_path
+
+        if not force and time.monotonic() - self._last < self.every_s:
+            return False
+        with atomic_path(self.path) as tmp:
+            torch.save({"key": key, "state": state()}, tmp)
+        self._last = time.monotonic()
+        return True
+
+    def remove(self) -> None:
+        """Delete the file (the fit it served is finished and its outputs written)."""
+        self.path.unlink(missing_ok=True)
+
+
+def checkpoint_key(model: str, params: dict, seed: int, X) -> str:
+    """The :class:`Checkpoint` key of a fit: the model's name, the ``params`` its state depends
+    on, the seed and a fingerprint of the data (shape, dtype and bytes)."""
+    import json
+
+    from . import data_fingerprint
+
+    blob = {"model": model, "params": params, "seed": int(seed), "data": data_fingerprint(X)}
+    return json.dumps(blob, sort_keys=True, default=str)
+
+
+def loop_state(epoch: int, module, opt, gen, history: dict) -> dict:
+    """What :class:`Checkpoint` saves of an epoch loop after ``epoch`` epochs: the module's and
+    optimiser's state, the CPU generator's state and the per-epoch curves (copies, on the CPU)."""
+    return {
+        "epoch": int(epoch),
+        "module": {k: v.detach().cpu().clone() for k, v in module.state_dict().items()},
+        "optimizer": opt.state_dict(),
+        "generator": gen.get_state(),
+        "history": {k: [float(v) for v in vals] for k, vals in history.items()},
+    }
+
+
+def resume_loop(checkpoint, key: str, module, opt, gen, history: dict) -> int:
+    """Load the state ``checkpoint`` holds under ``key`` into ``module``, ``opt``, ``gen`` and
+    ``history`` (in place); return the epochs it had done (0: none saved, or no checkpoint)."""
+    import logging
+
+    state = None if checkpoint is None else checkpoint.load(key)
+    if state is None:
+        return 0
+    module.load_state_dict(state["module"])
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["generator"])
+    for k in history:
+        history[k] = list(state["history"].get(k, []))
+    logging.getLogger(__name__).info(
+        "resumed from %s after %d epochs", checkpoint.path, state["epoch"]
+    )
+    return int(state["epoch"])
 
 
 def adam(params, **kw):

@@ -63,6 +63,9 @@ from .base import (
     centers_from_labels,
     check_array_2d,
     check_init_labels,
+    checkpoint_key,
+    loop_state,
+    resume_loop,
     subnormals_flushed,
 )
 from .power_kmeans import (
@@ -119,7 +122,7 @@ class _EmbeddedClustering(TorchModel):
         return adam(params, lr=lr, eps=1e-7)  # Keras' Adam epsilon
 
     # -- fit ------------------------------------------------------------------------------------
-    def fit(self, X, y=None, init_labels=None, callback=None, pretrained=None):
+    def fit(self, X, y=None, init_labels=None, callback=None, pretrained=None, checkpoint=None):
         """Train on ``X`` (N, d). ``init_labels`` (N,), optional (-1 = unlabelled): the centres
         start at the means of the embeddings of the labelled points instead of k-means.
         ``pretrained``: a state from :meth:`pretrain` (of a DEC or IDEC with the same
@@ -127,7 +130,9 @@ class _EmbeddedClustering(TorchModel):
         and the model continues from that auto-encoder, with the same result as pre-training
         itself. ``callback`` gets a :class:`~mixlib.models.base.Progress` after every
         pre-training epoch (``{"reconstruction": mse}``) and at every update of the target
-        (``{"kl": ..., "delta_label": ...}``, IDEC also ``"reconstruction"``, with ``labels``)."""
+        (``{"kl": ..., "delta_label": ...}``, IDEC also ``"reconstruction"``, with ``labels``).
+        ``checkpoint``: a :class:`~mixlib.models.base.Checkpoint` for the pre-training's epochs
+        (as :meth:`pretrain`'s; unused with ``pretrained``)."""
         self._validate_params()
         X = check_array_2d(X, min_samples=self.n_clusters)
         lab = check_init_labels(init_labels, X.shape[0], self.n_clusters)
@@ -137,14 +142,18 @@ class _EmbeddedClustering(TorchModel):
         self.mkl_cnr_ = MKL_CNR
         with thread_invariant(dev, type(self).__name__), subnormals_flushed(self.flush_denormal):
             self.fit_threads_ = torch.get_num_threads()
-            return self._fit(X, lab, dev, callback, pretrained)
+            return self._fit(X, lab, dev, callback, pretrained, checkpoint)
 
-    def pretrain(self, X, callback=None) -> dict:
+    def pretrain(self, X, callback=None, checkpoint=None) -> dict:
         """Only the first stage of :meth:`fit`, the auto-encoder's pre-training on ``X``; returns
         the state that ``fit(X, pretrained=state)`` continues from (plain Python and CPU
         tensors, for ``torch.save``): ``recipe`` (the pre-training hyperparameters), ``seed``,
         ``data`` (a fingerprint of ``X``), ``state_dict`` and ``history`` (the reconstruction
-        loss per epoch). The workflow runs it once per dataset and seed for DEC and IDEC."""
+        loss per epoch). The workflow runs it once per dataset and seed for DEC and IDEC.
+        ``checkpoint``: a :class:`~mixlib.models.base.Checkpoint` the epochs are saved to and
+        resumed from (a pre-training of the same recipe, seed and ``X`` stopped part-way
+        continues after its last save, with the uninterrupted one's result; shared by DEC and
+        IDEC, as the pre-training is); the caller removes it once the state is saved."""
         self._validate_params()
         X = check_array_2d(X, min_samples=self.n_clusters)
         dev = self._torch_device()
@@ -153,7 +162,7 @@ class _EmbeddedClustering(TorchModel):
             gen = torch_generator(seed)
             Xt = torch.as_tensor(np.asarray(X), dtype=self._torch_dtype()).to(dev)
             self.history_ = {"pretrain_reconstruction": []}
-            ae = self._pretrain(Xt, gen, self.pretrain_epochs, callback)
+            ae = self._pretrain(Xt, gen, self.pretrain_epochs, callback, checkpoint, X)
         return {
             "recipe": pretrain_recipe(self.get_params()),
             "seed": seed,
@@ -184,14 +193,25 @@ class _EmbeddedClustering(TorchModel):
         if state["data"] != data_fingerprint(X):
             raise ValueError(f"{name}: pretrained auto-encoder fitted on other data than X")
 
-    def _pretrain(self, Xt, gen, total, callback) -> _AutoEncoder:
-        """The auto-encoder alone: a new one, ``pretrain_epochs`` epochs of reconstruction."""
+    def _pretrain(self, Xt, gen, total, callback, checkpoint, X) -> _AutoEncoder:
+        """The auto-encoder alone: a new one, ``pretrain_epochs`` epochs of reconstruction
+        (after those ``checkpoint`` holds, if any; saved to it as they go and at the end)."""
         N, d = Xt.shape
         dev, dt = Xt.device, Xt.dtype
         ae = _AutoEncoder(d, tuple(int(h) for h in self.hidden_dims), self.embedding_size)
         _fan_in_uniform_(ae, gen, dev, dt)
         opt = self._optimizer(ae.parameters(), self.pretrain_optimizer, self.pretrain_lr)
-        for epoch in range(self.pretrain_epochs):
+        key = None
+        if checkpoint is not None:
+            recipe = pretrain_recipe(self.get_params())
+            key = checkpoint_key("DEC/IDEC pre-training", recipe, self._seed(), X)
+        history = self.history_
+        done = resume_loop(checkpoint, key, ae, opt, gen, history)
+
+        def state(epoch):
+            return lambda: loop_state(epoch, ae, opt, gen, history)
+
+        for epoch in range(done, self.pretrain_epochs):
             perm = torch.randperm(N, generator=gen).to(dev)
             sse = torch.zeros((), dtype=dt, device=dev)
             for i in range(0, N, self.batch_size):
@@ -206,10 +226,12 @@ class _EmbeddedClustering(TorchModel):
             if not math.isfinite(mse):
                 raise FloatingPointError(f"{type(self).__name__} pre-training loss became {mse}")
             self.history_["pretrain_reconstruction"].append(mse)
+            if checkpoint is not None:
+                checkpoint.save(key, state(epoch + 1), force=epoch + 1 == self.pretrain_epochs)
             call(callback, Progress(epoch + 1, total, {"reconstruction": mse}))
         return ae
 
-    def _fit(self, X, lab, dev, callback, pretrained):
+    def _fit(self, X, lab, dev, callback, pretrained, checkpoint):
         seed = self._seed()
         dt = self._torch_dtype()
         gen = torch_generator(seed)  # CPU: same init and order on CPU and GPU
@@ -227,7 +249,7 @@ class _EmbeddedClustering(TorchModel):
 
         # 1. the auto-encoder alone (or the one it was given)
         if pretrained is None:
-            self.ae_ = self._pretrain(Xt, gen, total, callback)
+            self.ae_ = self._pretrain(Xt, gen, total, callback, checkpoint, X)
         else:
             self.ae_ = _AutoEncoder(d, tuple(int(h) for h in self.hidden_dims), self.embedding_size)
             self.ae_.to_empty(device=dev).to(dt)  # built on the meta device: no weights yet

@@ -57,6 +57,9 @@ from .base import (
     call,
     check_array_2d,
     check_init_labels,
+    checkpoint_key,
+    loop_state,
+    resume_loop,
     subnormals_flushed,
 )
 from .power_kmeans import _AutoEncoder
@@ -189,13 +192,17 @@ class N2D(TorchModel):
     }
 
     # -- fit ------------------------------------------------------------------------------------
-    def fit(self, X, y=None, init_labels=None, callback=None):
+    def fit(self, X, y=None, init_labels=None, callback=None, checkpoint=None):
         """Train on ``X`` (N, d). ``init_labels`` are checked and otherwise ignored: N2D starts
         from no assignment (its mixture initialises itself by k-means on the UMAP embedding).
         ``callback`` gets a :class:`~mixlib.models.base.Progress` after every auto-encoder epoch
         (``{"reconstruction": mse}``, no labels: those need UMAP and the mixture) and a last one,
         step ``pretrain_epochs + 1``, once the mixture is fitted (``{"gmm_lower_bound": ...}``,
-        with ``labels`` and ``predict``)."""
+        with ``labels`` and ``predict``). ``checkpoint``: a
+        :class:`~mixlib.models.base.Checkpoint` the auto-encoder's epochs are saved to and
+        resumed from (a fit of the same hyperparameters, seed and ``X`` stopped part-way
+        continues after its last save, with the uninterrupted fit's result); the caller
+        removes it once the fit is done."""
         self._validate_params()
         X = check_array_2d(X, min_samples=self.n_clusters)
         check_init_labels(init_labels, X.shape[0], self.n_clusters)  # ignored (see above)
@@ -211,8 +218,10 @@ class N2D(TorchModel):
         opt = adam(self.ae_.parameters(), lr=self.lr, eps=1e-7)
         total = self.pretrain_epochs + 1
         self.history_ = {"reconstruction": []}
+        key = checkpoint_key(type(self).__name__, self.get_params(), seed, X)
+        done = resume_loop(checkpoint, key, self.ae_, opt, gen, self.history_)
         with subnormals_flushed(self.flush_denormal):
-            self._pretrain(Xt, gen, opt, total, callback)
+            self._pretrain(Xt, gen, opt, total, callback, done, checkpoint, key)
 
         H = self._embed(Xt)
         self.umap_ = self._umap(seed, N).fit(H)
@@ -231,10 +240,15 @@ class N2D(TorchModel):
         )
         return self
 
-    def _pretrain(self, Xt, gen, opt, total, callback) -> None:
-        """The auto-encoder's epochs (reconstruction loss only)."""
+    def _pretrain(self, Xt, gen, opt, total, callback, done, checkpoint, key) -> None:
+        """The auto-encoder's epochs after the first ``done`` (reconstruction loss only), saved
+        to ``checkpoint`` (if any) as they go and once more at the end."""
         N, dev = Xt.shape[0], Xt.device
-        for epoch in range(self.pretrain_epochs):
+
+        def state(epoch):
+            return lambda: loop_state(epoch, self.ae_, opt, gen, self.history_)
+
+        for epoch in range(done, self.pretrain_epochs):
             perm = torch.randperm(N, generator=gen).to(dev)
             sse = 0.0
             for i in range(0, N, self.batch_size):
@@ -249,6 +263,9 @@ class N2D(TorchModel):
             if not math.isfinite(mse):
                 raise FloatingPointError(f"N2D auto-encoder loss became {mse} at epoch {epoch}")
             self.history_["reconstruction"].append(mse)
+            last = epoch + 1 == self.pretrain_epochs
+            if checkpoint is not None:
+                checkpoint.save(key, state(epoch + 1), force=last)
             call(callback, Progress(epoch + 1, total, {"reconstruction": mse}))
 
     def _umap(self, seed: int, n_samples: int):

@@ -1,0 +1,217 @@
+"""Checkpointed training loops (mixlib.models.base.Checkpoint): N2D's auto-encoder epochs and
+DEC/IDEC's pre-training, stopped part-way and run again, end bit for bit as the uninterrupted
+fit; a checkpoint of other hyperparameters or an unreadable one is ignored with a warning; the
+pipeline's jobs resume from theirs and remove it once their outputs are written."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import make_blobs
+
+from mixlib import data, pipeline
+from mixlib.models.base import Checkpoint
+from mixlib.models.dec import DEC, IDEC
+from mixlib.models.n2d import N2D
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+_N2D = dict(hidden_dims=(32, 32, 64), pretrain_epochs=6, batch_size=50, device="cpu")
+_DEC = dict(hidden_dims=(32, 32, 64), pretrain_epochs=6, batch_size=64, device="cpu")
+
+
+class _Stop(Exception):
+    """Stands for the job being killed."""
+
+
+def _blobs(n=200, k=3, d=10, seed=1):
+    X, y = make_blobs(n, centers=k, n_features=d, cluster_std=1.0, random_state=seed)
+    X = X - X.min(0)
+    return (X / X.max(0)).astype(np.float32), y
+
+
+def _stop_after(step):
+    def callback(p):
+        if p.step == step:
+            raise _Stop
+
+    return callback
+
+
+def _weights(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_n2d_stopped_part_way_resumes_to_the_uninterrupted_fit(tmp_path):
+    X, _ = _blobs()
+    ref = N2D(3, random_state=2, **_N2D).fit(X)
+    ck = Checkpoint(tmp_path / "n2d.checkpoint", every_s=0)
+    with pytest.raises(_Stop):
+        N2D(3, random_state=2, **_N2D).fit(X, callback=_stop_after(3), checkpoint=ck)
+    state = torch.load(ck.path, weights_only=True)["state"]
+    assert state["epoch"] == 3 and len(state["history"]["reconstruction"]) == 3
+
+    steps = []
+    m = N2D(3, random_state=2, **_N2D).fit(
+        X, callback=lambda p: steps.append(p.step), checkpoint=ck
+    )
+    assert steps == [4, 5, 6, 7]  # epochs 4-6, then the mixture
+    assert m.history_ == ref.history_
+    _assert_same_weights(_weights(m.ae_), _weights(ref.ae_))
+    np.testing.assert_array_equal(m.embedding_, ref.embedding_)
+    np.testing.assert_array_equal(m.labels_, ref.labels_)
+    # the end of the pre-training is saved too: a fit stopped in UMAP or the mixture skips it
+    assert torch.load(ck.path, weights_only=True)["state"]["epoch"] == 6
+    steps.clear()
+    again = N2D(3, random_state=2, **_N2D).fit(
+        X, callback=lambda p: steps.append(p.step), checkpoint=ck
+    )
+    assert steps == [7]
+    np.testing.assert_array_equal(again.labels_, ref.labels_)
+
+
+def test_a_checkpoint_of_other_hyperparameters_or_unreadable_is_ignored(tmp_path, caplog):
+    X, _ = _blobs()
+    ck = Checkpoint(tmp_path / "n2d.checkpoint", every_s=0)
+    with pytest.raises(_Stop):
+        N2D(3, random_state=2, **_N2D).fit(X, callback=_stop_after(2), checkpoint=ck)
+    other = dict(_N2D, lr=5e-4)
+    ref = N2D(3, random_state=2, **other).fit(X)
+    steps = []
+    with caplog.at_level(logging.WARNING, logger="mixlib.models.base"):
+        m = N2D(3, random_state=2, **other).fit(
+            X, callback=lambda p: steps.append(p.step), checkpoint=ck
+        )
+    assert steps[0] == 1 and "another model, data or seed" in caplog.text
+    np.testing.assert_array_equal(m.labels_, ref.labels_)
+    # other data, other seed: the same
+    with caplog.at_level(logging.WARNING, logger="mixlib.models.base"):
+        caplog.clear()
+        assert ck.load("x") is None and "another model" in caplog.text
+    ck.path.write_bytes(b"not a checkpoint")
+    with caplog.at_level(logging.WARNING, logger="mixlib.models.base"):
+        caplog.clear()
+        steps.clear()
+        m = N2D(3, random_state=2, **other).fit(
+            X, callback=lambda p: steps.append(p.step), checkpoint=ck
+        )
+    assert steps[0] == 1 and "unreadable" in caplog.text
+    np.testing.assert_array_equal(m.labels_, ref.labels_)
+
+
+def test_checkpoint_saves_at_most_every_every_s_unless_forced(tmp_path):
+    ck = Checkpoint(tmp_path / "c", every_s=3600)
+    assert not ck.save("k", lambda: {"epoch": 1}) and not ck.path.exists()
+    assert ck.save("k", lambda: {"epoch": 2}, force=True)
+    assert ck.load("k") == {"epoch": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["c"]  # written atomically, no leftovers
+    ck.remove()
+    assert not ck.path.exists() and ck.load("k") is None
+    ck.remove()  # removing what is not there is fine
+
+
+def test_dec_pretraining_resumes_and_is_shared_with_idec(tmp_path):
+    """DEC's pre-training stopped part-way, then finished by IDEC's (same recipe, seed and data:
+    the workflow shares one pre-training between them), is IDEC's uninterrupted one; DEC's fit
+    that pre-trains itself resumes from the same checkpoint."""
+    X, _ = _blobs(240, 3, 12, seed=2)
+    kw = dict(_DEC, random_state=3)
+    ref = IDEC(3, **kw).pretrain(X)
+    ck = Checkpoint(tmp_path / "ae.checkpoint", every_s=0)
+    with pytest.raises(_Stop):
+        DEC(3, **kw).pretrain(X, callback=_stop_after(4), checkpoint=ck)
+    steps = []
+    got = IDEC(3, **kw).pretrain(X, callback=lambda p: steps.append(p.step), checkpoint=ck)
+    assert steps == [5, 6]
+    assert got["history"] == ref["history"]
+    _assert_same_weights(got["state_dict"], ref["state_dict"])
+
+    fit_kw = dict(kw, max_iter=20, update_interval=10, tol=0.0)
+    own = DEC(3, **fit_kw).fit(X)
+    ck2 = Checkpoint(tmp_path / "fit.checkpoint", every_s=0)
+    with pytest.raises(_Stop):
+        DEC(3, **fit_kw).fit(X, callback=_stop_after(2), checkpoint=ck2)
+    resumed = DEC(3, **fit_kw).fit(X, checkpoint=ck2)
+    np.testing.assert_array_equal(resumed.labels_, own.labels_)
+    assert resumed.history_ == own.history_
+
+
+def _prepared(tmp_path):
+    X, y = _blobs(240, 3, 12, seed=2)
+    path = tmp_path / "b.npz"
+    data.save_prepared(data.Dataset(X, y, "b", (), {"name": "b", "n_clusters": 3}, None), path)
+    return str(path)
+
+
+def _train(tmp_path, data_path, out):
+    out.mkdir(exist_ok=True)
+    pipeline.train_model(
+        data_path=data_path,
+        init_path=None,
+        kind="n2d",
+        params=_N2D,
+        seed=0,
+        eval_every=None,
+        out_labels=str(out / "labels.npz"),
+        out_info=str(out / "info.json"),
+    )
+    return np.load(out / "labels.npz")["labels"], json.loads((out / "info.json").read_text())
+
+
+def test_train_job_killed_part_way_resumes_and_removes_its_checkpoint(
+    tmp_path, monkeypatch, caplog
+):
+    """pipeline.train_model (the train_model job) stopped after 3 of N2D's 6 epochs leaves
+    ``labels.npz.checkpoint``; run again it resumes there, writes the uninterrupted job's labels
+    and curves, and removes the checkpoint. Same for the pretrain_autoencoder job."""
+    data_path = _prepared(tmp_path)
+    ref_labels, ref_info = _train(tmp_path, data_path, tmp_path / "ref")
+    assert not (tmp_path / "ref" / "labels.npz.checkpoint").exists()
+
+    monkeypatch.setattr(pipeline, "CHECKPOINT_EVERY_S", 0.0)
+    real_call = pipeline.TrainingMonitor.__call__
+
+    def killed_at_step_3(self, p):
+        if p.step == 3:
+            raise _Stop
+        real_call(self, p)
+
+    monkeypatch.setattr(pipeline.TrainingMonitor, "__call__", killed_at_step_3)
+    with pytest.raises(_Stop):
+        _train(tmp_path, data_path, tmp_path / "job")
+    ck = tmp_path / "job" / "labels.npz.checkpoint"
+    assert ck.exists() and not (tmp_path / "job" / "labels.npz").exists()
+    monkeypatch.setattr(pipeline.TrainingMonitor, "__call__", real_call)
+    with caplog.at_level(logging.INFO, logger="mixlib.models.base"):
+        labels, info = _train(tmp_path, data_path, tmp_path / "job")
+    assert "after 3 epochs" in caplog.text
+    np.testing.assert_array_equal(labels, ref_labels)
+    assert info["history"]["reconstruction"] == ref_info["history"]["reconstruction"]
+    assert not ck.exists()
+
+    # the pretrain_autoencoder job: killed, run again, checkpoint removed, same state
+    def pretrain(out):
+        pipeline.pretrain_autoencoder(
+            data_path=data_path, kind="dec", params=_DEC, seed=0, out_state=str(out)
+        )
+        return torch.load(out, weights_only=True)
+
+    ref = pretrain(tmp_path / "ref_ae.pt")
+    monkeypatch.setattr(pipeline.TrainingMonitor, "__call__", killed_at_step_3)
+    with pytest.raises(_Stop):
+        pretrain(tmp_path / "ae.pt")
+    assert (tmp_path / "ae.pt.checkpoint").exists()
+    monkeypatch.setattr(pipeline.TrainingMonitor, "__call__", real_call)
+    got = pretrain(tmp_path / "ae.pt")
+    assert got["history"] == ref["history"] and not (tmp_path / "ae.pt.checkpoint").exists()
+    _assert_same_weights(got["state_dict"], ref["state_dict"])
