@@ -218,7 +218,9 @@ class N2D(TorchModel):
         opt = adam(self.ae_.parameters(), lr=self.lr, eps=1e-7)
         total = self.pretrain_epochs + 1
         self.history_ = {"reconstruction": []}
-        key = checkpoint_key(type(self).__name__, self.get_params(), seed, X)
+        key = None
+        if checkpoint is not None:
+            key = checkpoint_key(type(self).__name__, self.get_params(), seed, X)
         done = resume_loop(checkpoint, key, self.ae_, opt, gen, self.history_)
         with subnormals_flushed(self.flush_denormal):
             self._pretrain(Xt, gen, opt, total, callback, done, checkpoint, key)
