@@ -296,7 +296,7 @@ SHIPPED_CONFIGS = [
     ("dec_mnist", 12),
     ("dec_fashion", 19),
     ("n2d_mnist", 9),
-    ("n2d_fashion", 9),
+    ("n2d_fashion", 17),
     ("umap_init", 79),
     ("umap_equal", 39),
     ("umap_ensemble", 21),
