@@ -331,6 +331,7 @@ def pretrain_autoencoder(
     with atomic_path(out_state) as tmp:
         torch.save(state, tmp)
     checkpoint.remove()
+    _log_resumed(tracker, checkpoint)
     tracker.log_metrics({"pretrain_seconds": seconds})
     tracker.log_history({"pretrain_reconstruction": state["history"]})
     log.info("%s auto-encoder pre-trained in %.1f s (seed %d)", kind, seconds, seed)
@@ -416,6 +417,7 @@ def train_model(
         "run_id": tracker.run_id,
         "job_key": tracker.job_key,
         "missing_frac": _missing_frac(model),
+        "resumed_seconds": 0.0 if checkpoint is None else checkpoint.resumed_seconds,
     }
     write_json(out_info, info)
     tracker.log_metrics({"fit_seconds": seconds, "n_parameters": info["n_parameters"]})
@@ -427,7 +429,18 @@ def train_model(
             tracker.log_artifact(p, "figures")
     if checkpoint is not None:
         checkpoint.remove()
+        _log_resumed(tracker, checkpoint)
     log.info("%s seed %d fitted in %.1f s", kind, seed, seconds)
+
+
+def _log_resumed(tracker, checkpoint) -> None:
+    """State the work of earlier attempts a resumed job built on (its own time excludes it)."""
+    if checkpoint.resumed_seconds > 0:
+        log.info(
+            "resumed: the earlier attempts' saved work took %.1f s (not in this job's time)",
+            checkpoint.resumed_seconds,
+        )
+        tracker.log_metrics({"resumed_seconds": checkpoint.resumed_seconds})
 
 
 CHECKPOINT_EVERY_S = 300.0  # at most 5 minutes of a killed job's work lost; ~40 MB a write

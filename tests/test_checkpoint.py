@@ -113,7 +113,13 @@ def test_checkpoint_saves_at_most_every_every_s_unless_forced(tmp_path):
     ck = Checkpoint(tmp_path / "c", every_s=3600)
     assert not ck.save("k", lambda: {"epoch": 1}) and not ck.path.exists()
     assert ck.save("k", lambda: {"epoch": 2}, force=True)
-    assert ck.load("k") == {"epoch": 2}
+    assert ck.resumed_seconds == 0.0
+    again = Checkpoint(ck.path)
+    assert again.load("k") == {"epoch": 2}
+    held = again.resumed_seconds  # the work the file holds: the first object's lifetime
+    assert 0.0 < held == torch.load(ck.path, weights_only=True)["seconds"]
+    again.save("k", lambda: {"epoch": 3}, force=True)  # adds its own time to what it resumed
+    assert torch.load(ck.path, weights_only=True)["seconds"] > held
     assert [p.name for p in tmp_path.iterdir()] == ["c"]  # written atomically, no leftovers
     ck.remove()
     assert not ck.path.exists() and ck.load("k") is None
@@ -192,12 +198,14 @@ def test_train_job_killed_part_way_resumes_and_removes_its_checkpoint(
     ck = tmp_path / "job" / "labels.npz.checkpoint"
     assert ck.exists() and not (tmp_path / "job" / "labels.npz").exists()
     monkeypatch.setattr(pipeline.TrainingMonitor, "__call__", real_call)
-    with caplog.at_level(logging.INFO, logger="mixlib.models.base"):
+    with caplog.at_level(logging.INFO):
         labels, info = _train(tmp_path, data_path, tmp_path / "job")
     assert "after 3 epochs" in caplog.text
     np.testing.assert_array_equal(labels, ref_labels)
     assert info["history"]["reconstruction"] == ref_info["history"]["reconstruction"]
     assert not ck.exists()
+    assert info["resumed_seconds"] > 0.0 == ref_info["resumed_seconds"]
+    assert "the earlier attempts' saved work took" in caplog.text
 
     # the pretrain_autoencoder job: killed, run again, checkpoint removed, same state
     def pretrain(out):

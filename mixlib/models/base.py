@@ -195,14 +195,19 @@ class Checkpoint:
     :func:`checkpoint_key`) is saved beside the state: a file saved under another key (other
     hyperparameters, other data) or unreadable (a machine that died mid-write cannot leave one:
     writes are atomic) is ignored with a warning, and replaced at the next save. The models that
-    take one: N2D (``fit``), DEC and IDEC (``pretrain``, and ``fit`` when it pre-trains)."""
+    take one: N2D (``fit``), DEC and IDEC (``pretrain``, and ``fit`` when it pre-trains).
+
+    Each save also records the seconds of work it holds (this object's lifetime so far plus
+    the earlier attempts' the loaded state held), so that a resumed job can state its whole
+    cost: ``resumed_seconds`` is the earlier attempts' (0.0 when nothing was resumed)."""
 
     def __init__(self, path, every_s: float = 300.0):
         import time
         from pathlib import Path
 
         self.path, self.every_s = Path(path), float(every_s)
-        self._last = time.monotonic()
+        self._t0 = self._last = time.monotonic()
+        self.resumed_seconds = 0.0
 
     def load(self, key: str) -> dict | None:
         """The state saved under ``key``, or None (no file, another key, unreadable)."""
@@ -223,10 +228,11 @@ class Checkpoint:
                 "checkpoint %s is of another model, data or seed: starting afresh", self.path
             )
             return None
+        self.resumed_seconds = float(blob.get("seconds", 0.0))
         return blob["state"]
 
     def save(self, key: str, state: Callable[[], dict], *, force: bool = False) -> bool:
-        """Write ``{"key": key, "state": state()}`` if ``every_s`` seconds have passed since the
+        """Write ``{"key": key, "state": state(), "seconds": ...}`` if ``every_s`` seconds have passed since the
         last write (or since this object was made), or ``force``; returns whether it wrote."""
         import time
 
@@ -236,8 +242,9 @@ class Checkpoint:
 
         if not force and time.monotonic() - self._last < self.every_s:
             return False
+        seconds = self.resumed_seconds + time.monotonic() - self._t0
         with atomic_path(self.path) as tmp:
-            torch.save({"key": key, "state": state()}, tmp)
+            torch.save({"key": key, "state": state(), "seconds": seconds}, tmp)
         self._last = time.monotonic()
         return True
 
