@@ -14,6 +14,12 @@ lines of their ``paper.md``, and writes ``paper.md|tex|csv`` and ``long.csv`` to
 ``--take DIR [METHOD ...]`` takes the named methods of DIR's table (all of them when none is
 named); a row reads ``<method> [<DIR's name>]``. Nothing is recomputed: the cells are the
 mean ± std over the runs in each source's ``long.csv``, as its own table printed them.
+
+``--take DIR1+DIR2 [METHOD ...]`` pools the runs of several directories into one row, ``<method>
+[<name1> + <name2>]``: the seeds of one method measured by separate invocations (say seed 0 by
+``config/n2d_mnist.yaml``, seeds 1 and 2 by ``config/n2d_mnist_more.yaml``) become one mean ±
+std over all of them, each directory cited; a seed of a method and dataset in two of them is
+refused (it would count twice).
 """
 
 from __future__ import annotations
@@ -35,7 +41,33 @@ REPO = Path(__file__).resolve().parents[1]  # the checkout whose commit a combin
 def read_source(directory: str | Path, methods=()) -> tuple[pd.DataFrame, dict]:
     """``(rows, notes)`` of one published directory: the rows of its ``long.csv`` for
     ``methods`` (all when empty), labelled ``<method> [<name>]``, and its table's provenance."""
-    d = Path(directory)
+    return _read_one(Path(directory), methods, Path(directory).name)
+
+
+def read_pooled(directories, methods=()) -> tuple[pd.DataFrame, str, list[tuple[str, dict]]]:
+    """``(rows, label, [(name, notes), ...])`` of the directories pooled into one row per method:
+    their rows (each directory's ``methods``, all when empty), labelled ``<method> [<name1> +
+    <name2> ...]``; refused when a (dataset, method, seed) comes from two of them."""
+    dirs = [Path(d) for d in directories]
+    label = " + ".join(d.name for d in dirs)
+    parts, notes = [], []
+    for d in dirs:
+        rows, note = _read_one(d, methods, label)
+        parts.append(rows)
+        notes.append((d.name, note))
+    rows = pd.concat(parts, ignore_index=True)  # ``table``: each row's own directory
+    key = ["dataset", "method", "seed"]
+    clash = rows[rows.groupby(key)["table"].transform("nunique") > 1]
+    if not clash.empty:
+        first = clash.iloc[0]
+        raise ValueError(
+            f"--take {'+'.join(map(str, dirs))}: {first.method} on {first.dataset}, seed "
+            f"{first.seed}, is in {sorted(set(clash.table))}: pooled, it would count twice"
+        )
+    return rows, label, notes
+
+
+def _read_one(d: Path, methods, label: str) -> tuple[pd.DataFrame, dict]:
     long_csv, paper_md = d / "long.csv", d / "paper.md"
     for p in (long_csv, paper_md):
         if not p.is_file():
@@ -49,7 +81,7 @@ def read_source(directory: str | Path, methods=()) -> tuple[pd.DataFrame, dict]:
         if unknown:
             raise ValueError(f"{long_csv}: no method {unknown}; it has {sorted(set(long.method))}")
         long = long[long.method.isin(methods)]
-    return long.assign(method=long.method + f" [{d.name}]", table=str(d)), provenance.read_notes(
+    return long.assign(method=long.method + f" [{label}]", table=str(d)), provenance.read_notes(
         paper_md
     )
 
@@ -87,23 +119,25 @@ def combine(
     repo: str | Path = REPO,
 ):
     """``(long, cells, best, notes)``: the rows of every ``(directory, methods)`` in ``takes``
-    on ``datasets``, their Table 1 layout (``tables.cross_table``) with the published rows of
-    ``reference_csv``, and the notes naming each source's provenance and this table's own
+    on ``datasets`` (``directory``: one path, or a list of paths whose runs are pooled, see
+    :func:`read_pooled`), their Table 1 layout (``tables.cross_table``) with the published rows
+    of ``reference_csv``, and the notes naming each source's provenance and this table's own
     (the commit is ``repo``'s, by default the checkout that holds this code)."""
     if not takes:
         raise ValueError("nothing to combine: name at least one --take DIR")
-    names = [Path(d).name for d, _ in takes]
+    groups = [[d] if isinstance(d, str | Path) else list(d) for d, _ in takes]
+    names = [" + ".join(Path(d).name for d in g) for g in groups]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ValueError(f"--take: two directories named {dup}; their rows would read the same")
     parts, sources = [], []
-    for (directory, methods), name in zip(takes, names):
-        rows, notes = read_source(directory, methods)
+    for group, (_, methods) in zip(groups, takes):
+        rows, _, notes = read_pooled(group, methods)
         rows = rows[rows.dataset.isin(datasets)]
         if rows.empty:
-            raise ValueError(f"{directory}: no rows on the datasets {datasets}")
+            raise ValueError(f"{'+'.join(map(str, group))}: no rows on the datasets {datasets}")
         parts.append(rows)
-        sources.append(_source_note(name, notes))
+        sources.extend(_source_note(name, note) for name, note in notes)
     long = pd.concat(parts, ignore_index=True)
     absent = [d for d in datasets if d not in set(long.dataset)]
     if absent:
@@ -122,7 +156,7 @@ def combine(
         "Every table's runs saw the same number of samples per dataset ("
         + ", ".join(f"{d}: {n:,}" for d, n in sizes.items())
         + "); the preprocessing and seeds are each config's own.",
-        f"Runs: {len(long)} records from {len(takes)} table(s).",
+        f"Runs: {len(long)} records from {long.table.nunique()} table(s).",
         *sources,
         f"command: `{command}`" if command else "command: not recorded",
         f"commit: {provenance.git_commit(repo)}",
@@ -145,13 +179,14 @@ def main(argv=None) -> None:
         action="append",
         required=True,
         metavar=("DIR", "METHOD"),
-        help="a published directory and the methods to take from it (all when none is named)",
+        help="a published directory (or DIR1+DIR2...: their runs pooled into one row) and the "
+        "methods to take from it (all when none is named)",
     )
     a = ap.parse_args(argv)
     if a.reference and not Path(a.reference).is_file():
         ap.error(f"--reference {a.reference}: no such file")
     command = shlex.join(["python", "-m", "mixlib.combine", *argv])
-    takes = [(t[0], t[1:]) for t in a.take]
+    takes = [(t[0].split("+"), t[1:]) for t in a.take]
     long, cells, best, notes = combine(takes, a.datasets, a.reference, command)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -114,3 +114,31 @@ def test_bad_sources_fail_naming_the_problem(tmp_path):
     (old / "paper.md").write_text("### d\n")
     with pytest.raises(ValueError, match=r"old/long.csv: lacks column\(s\) \['n'\]"):
         combine.combine([(str(old), [])], ["d"])
+
+
+def test_runs_of_several_directories_pooled_into_one_row(tmp_path):
+    """``--take A+B``: the seeds of a method published by two invocations become one row, mean ±
+    std over all of them, both directories cited; a seed in both, or two sample counts, is
+    refused."""
+    a = _publish(tmp_path, "dec_a", {"dec": (0.90, 0.92), "kmeans": (0.5, 0.5)}, "a" * 40)
+    b = _publish(tmp_path, "dec_b", {"dec": {2: 0.97}}, "b" * 40, seeds=(2,))
+    long, cells, _, notes = combine.combine([([str(a), str(b)], ["dec TRAIN"])], ["d"])
+    assert list(cells.index) == ["dec TRAIN [dec_a + dec_b]"]
+    assert cells.loc["dec TRAIN [dec_a + dec_b]", "d ACC"] == "0.930 ± 0.036 (n=3)"
+    assert sorted(long.seed) == [0, 1, 2] and set(long.table) == {str(a), str(b)}
+    text = "\n".join(notes)
+    assert "[dec_a]: `snakemake --configfile config/dec_a.yaml`; commit `aaaaaaaaaa`" in text
+    assert "[dec_b]: `snakemake --configfile config/dec_b.yaml`; commit `bbbbbbbbbb`" in text
+    assert "Runs: 3 records from 2 table(s)." in text
+    out = tmp_path / "combined"
+    combine.main(["--out", str(out), "--datasets", "d", "--take", f"{a}+{b}", "dec TRAIN"])
+    assert "| dec TRAIN [dec_a + dec_b] | **0.930 ± 0.036 (n=3)**" in (out / "paper.md").read_text()
+
+    c = _publish(tmp_path, "dec_c", {"dec": {1: 0.5}}, "c" * 40, seeds=(1,))
+    with pytest.raises(
+        ValueError, match=r"dec TRAIN \[dec_a \+ dec_c\] on d, seed 1, is in .*it would count twice"
+    ):
+        combine.combine([([str(a), str(c)], [])], ["d"])
+    e = _publish(tmp_path, "dec_e", {"dec": {5: 0.5}}, "e" * 40, seeds=(5,), n=50)
+    with pytest.raises(ValueError, match="dataset 'd' has different sizes"):
+        combine.combine([([str(b), str(e)], [])], ["d"])
