@@ -575,7 +575,8 @@ def evaluate(
                     n=int(lab.size),
                     rows=rows_name,
                     kind=info["kind"],
-                    seconds=info["fit_seconds"],
+                    # the fit's whole cost: a resumed job's earlier attempts' kept work too
+                    seconds=info["fit_seconds"] + info.get("resumed_seconds", 0.0),
                     run_id=info["run_id"],
                     job_key=info.get("job_key"),
                     missing_frac=info.get("missing_frac"),

@@ -206,6 +206,21 @@ def test_train_job_killed_part_way_resumes_and_removes_its_checkpoint(
     assert not ck.exists()
     assert info["resumed_seconds"] > 0.0 == ref_info["resumed_seconds"]
     assert "the earlier attempts' saved work took" in caplog.text
+    pipeline.evaluate(
+        data_path=data_path,
+        labels_path=str(tmp_path / "job" / "labels.npz"),
+        info_path=str(tmp_path / "job" / "info.json"),
+        dataset="b",
+        model="n2d",
+        init="none",
+        seed=0,
+        mean_of_last=None,
+        out_record=str(tmp_path / "eval.json"),
+    )
+    records = json.loads((tmp_path / "eval.json").read_text())
+    assert {r["stage"] for r in records} == {"init", "train"}
+    for r in records:  # the fit's whole cost
+        assert r["seconds"] == info["fit_seconds"] + info["resumed_seconds"]
 
     # the pretrain_autoencoder job: killed, run again, checkpoint removed, same state
     def pretrain(out):
