@@ -39,11 +39,20 @@ def check_random_state_int(random_state) -> int:
     raise TypeError(f"random_state must be an int or None, got {type(random_state).__name__}")
 
 
+def _umask() -> int:
+    """The process's umask (reading it means setting it: set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
 
-    A failed or killed job therefore never leaves a file that looks finished.
+    A failed or killed job therefore never leaves a file that looks finished. The file gets the
+    permissions a plainly created one would (``0666`` less the umask), not the temporary's
+    ``0600``, so that results on a shared filesystem stay readable by the project's group.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +62,7 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

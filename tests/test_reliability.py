@@ -206,3 +206,25 @@ def test_atomic_path_leaves_nothing_when_the_writer_is_killed(tmp_path):
     assert len(list(target.parent.iterdir())) == 1  # a failing block removes its temporary
     write_json(target, {"a": 1})
     assert json.loads(target.read_text()) == {"a": 1}
+
+
+def test_atomic_path_gives_a_plain_file_s_permissions(tmp_path):
+    """Not the temporary's 0600: results on a shared filesystem stay readable by the group."""
+    import stat
+
+    from mixlib.utils import atomic_path, write_json
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    write_json(tmp_path / "a.json", {"a": 1})
+    with atomic_path(tmp_path / "b.npz") as tmp:
+        np.savez(tmp, x=np.zeros(2))
+    old = os.umask(0o027)  # a group-shared project's umask
+    try:
+        write_json(tmp_path / "c.json", {"c": 1})
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE
+    assert mode((tmp_path / "a.json").stat().st_mode) == mode(plain.stat().st_mode)
+    assert mode((tmp_path / "b.npz").stat().st_mode) == mode(plain.stat().st_mode)
+    assert mode((tmp_path / "c.json").stat().st_mode) == 0o640
