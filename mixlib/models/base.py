@@ -264,7 +264,19 @@ def checkpoint_key(model: str, params: dict, seed: int, X) -> str:
     return json.dumps(blob, sort_keys=True, default=str)
 
 
-def loop_state(epoch: int, module, opt, gen, history: dict) -> dict:
+def save_loop(checkpoint, key: str, epoch: int, n_epochs: int, module, opt, gen, history) -> None:
+    """After ``epoch`` of an epoch loop's ``n_epochs``: save its state to ``checkpoint`` (if any)
+    when a save is due, and always after the last epoch (a fit stopped after the loop, in what
+    follows it, then skips the loop). :func:`resume_loop` reads it back."""
+    if checkpoint is not None:
+        checkpoint.save(
+            key,
+            lambda: _loop_state(epoch, module, opt, gen, history),
+            force=epoch == n_epochs,
+        )
+
+
+def _loop_state(epoch: int, module, opt, gen, history: dict) -> dict:
     """What :class:`Checkpoint` saves of an epoch loop after ``epoch`` epochs: the module's and
     optimiser's state, the CPU generator's state and the per-epoch curves (copies, on the CPU)."""
     return {

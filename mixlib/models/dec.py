@@ -64,8 +64,8 @@ from .base import (
     check_array_2d,
     check_init_labels,
     checkpoint_key,
-    loop_state,
     resume_loop,
+    save_loop,
     subnormals_flushed,
 )
 from .power_kmeans import (
@@ -207,10 +207,6 @@ class _EmbeddedClustering(TorchModel):
             key = checkpoint_key("DEC/IDEC pre-training", recipe, self._seed(), X)
         history = self.history_
         done = resume_loop(checkpoint, key, ae, opt, gen, history)
-
-        def state(epoch):
-            return lambda: loop_state(epoch, ae, opt, gen, history)
-
         for epoch in range(done, self.pretrain_epochs):
             perm = torch.randperm(N, generator=gen).to(dev)
             sse = torch.zeros((), dtype=dt, device=dev)
@@ -226,8 +222,7 @@ class _EmbeddedClustering(TorchModel):
             if not math.isfinite(mse):
                 raise FloatingPointError(f"{type(self).__name__} pre-training loss became {mse}")
             self.history_["pretrain_reconstruction"].append(mse)
-            if checkpoint is not None:
-                checkpoint.save(key, state(epoch + 1), force=epoch + 1 == self.pretrain_epochs)
+            save_loop(checkpoint, key, epoch + 1, self.pretrain_epochs, ae, opt, gen, history)
             call(callback, Progress(epoch + 1, total, {"reconstruction": mse}))
         return ae
 

@@ -58,8 +58,8 @@ from .base import (
     check_array_2d,
     check_init_labels,
     checkpoint_key,
-    loop_state,
     resume_loop,
+    save_loop,
     subnormals_flushed,
 )
 from .power_kmeans import _AutoEncoder
@@ -246,10 +246,6 @@ class N2D(TorchModel):
         """The auto-encoder's epochs after the first ``done`` (reconstruction loss only), saved
         to ``checkpoint`` (if any) as they go and once more at the end."""
         N, dev = Xt.shape[0], Xt.device
-
-        def state(epoch):
-            return lambda: loop_state(epoch, self.ae_, opt, gen, self.history_)
-
         for epoch in range(done, self.pretrain_epochs):
             perm = torch.randperm(N, generator=gen).to(dev)
             sse = 0.0
@@ -265,9 +261,8 @@ class N2D(TorchModel):
             if not math.isfinite(mse):
                 raise FloatingPointError(f"N2D auto-encoder loss became {mse} at epoch {epoch}")
             self.history_["reconstruction"].append(mse)
-            last = epoch + 1 == self.pretrain_epochs
-            if checkpoint is not None:
-                checkpoint.save(key, state(epoch + 1), force=last)
+            n = self.pretrain_epochs
+            save_loop(checkpoint, key, epoch + 1, n, self.ae_, opt, gen, self.history_)
             call(callback, Progress(epoch + 1, total, {"reconstruction": mse}))
 
     def _umap(self, seed: int, n_samples: int):
