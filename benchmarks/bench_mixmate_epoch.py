@@ -15,8 +15,10 @@ FLOPs counted in the Gram form, per sample: ``A^T y`` 2 M K N, T - 1 layers of 2
 first layer has no product), the energy 2 K N^2; per batch the Gram matrices 2 K M N^2. A
 training step counts 3x its forward (forward, then input and weight gradients); an evaluation,
 its forward. Each timing is the fastest of ``--repeats``, the least disturbed by other
-processes. The last line times one FISTA layer's product alone: the rate that GEMM shape
-reaches on this machine without the elementwise steps, autograd and Adam around it.
+processes. The next line times one FISTA layer's product alone: the rate that GEMM shape
+reaches on this machine without the elementwise steps, autograd and Adam around it. The last
+two profile today's training step and evaluation pass (``gemm_share``): the share of their time
+inside GEMM kernels, and so the rate the code would reach if all the rest cost nothing.
 """
 
 from __future__ import annotations
@@ -73,6 +75,45 @@ def layer_gemm_rate(repeats: int = 50) -> float:
     return 2 * K * BATCH * N * N / best
 
 
+GEMM_OPS = ("aten::mm", "aten::bmm", "aten::baddbmm", "aten::addmm", "aten::addbmm")
+
+
+def gemm_share(Xt, D, perm, step, n_steps: int = 40) -> tuple[float, float]:
+    """Fractions of today's training step and evaluation pass spent inside GEMM kernels
+    (torch.profiler's self CPU time of the matrix-product ops; a ``baddbmm``'s copy of its
+    addend is a child ``copy_``, so it counts as the rest), over ``n_steps`` steps and as many
+    evaluation batches: the measured rate divided by this share is what the same code would
+    reach if everything around its GEMMs (elementwise work, copies, autograd, Adam) were free."""
+    from torch.profiler import profile
+
+    A = torch.nn.Parameter(torch.as_tensor(D))
+    bias = torch.nn.Parameter(torch.zeros(K), requires_grad=False)
+    opt = torch.optim.Adam([A], lr=1e-3)
+    M, shares = Xt.shape[1], []
+    n_steps = min(n_steps, len(perm) // BATCH)
+
+    def train():
+        for b in range(n_steps):
+            idx = perm[b * BATCH : (b + 1) * BATCH]
+            mixmate.train_step(Xt[idx], A, bias, opt, LAM, step, T, 0.0, None, True)
+
+    def evaluate():
+        with torch.inference_mode():
+            for s in range(0, min(n_steps * EVAL_BATCH, len(Xt)), EVAL_BATCH):
+                _, E = mixmate.encode(Xt[s : s + EVAL_BATCH], A.detach(), LAM, step, T)
+                mixmate.mixture_loss(E, bias.detach(), 0.0, M)[1].argmax(0)
+
+    for work in (train, evaluate):
+        work()  # warm
+        with profile() as prof:
+            work()
+        ops = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in ops)
+        gemm = sum(e.self_cpu_time_total for e in ops if e.key in GEMM_OPS)
+        shares.append(gemm / total)
+    return shares[0], shares[1]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -125,6 +166,15 @@ def main(argv=None):
         f"({layer / rate:.2f} of matmul), the shape of ~half the FLOPs (the other half, A^T y "
         "and its gradients, are large GEMMs)"
     )
+    share_tr, share_ev = gemm_share(Xt, D, perm, step)
+    for what, t, f, share in (
+        ("epoch", times["today"][0], f_train, share_tr),
+        ("evaluation", times["today"][1], f_eval, share_ev),
+    ):
+        print(
+            f"today's {what}: {share:.0%} of its time in GEMM kernels (torch.profiler); "
+            f"with everything else free it would run at {f / t / rate / share:.2f} of matmul"
+        )
 
 
 if __name__ == "__main__":
