@@ -100,10 +100,26 @@ def _earlier_invocations(log: Path, current: dict) -> list[str]:
     ]
 
 
-def describe(invocation_path, benchmarks=()) -> dict:
+def resumed_seconds(infos) -> tuple[float, int]:
+    """(sum of ``resumed_seconds``, number of jobs with any) over training jobs' ``info.json``
+    files that exist: the saved work of earlier attempts that a resumed job built on, which
+    Snakemake's benchmark file (the last attempt's) does not count."""
+    total, n = 0.0, 0
+    for p in infos:
+        if not Path(p).is_file():
+            continue
+        s = float(json.loads(Path(p).read_text()).get("resumed_seconds") or 0.0)
+        if s > 0:
+            total += s
+            n += 1
+    return total, n
+
+
+def describe(invocation_path, benchmarks=(), infos=()) -> dict:
     """Lines of provenance for a table: the invocation that wrote it (when recorded), the
     earlier invocations recorded in the same results directory, and the summed wall time of the
-    jobs behind it."""
+    jobs behind it (their benchmark files, plus the earlier attempts' saved work that resumed
+    training jobs record in their ``infos``)."""
     out = {}
     p = Path(invocation_path) if invocation_path else None
     if p is not None and p.is_file():
@@ -125,11 +141,17 @@ def describe(invocation_path, benchmarks=()) -> dict:
                 "; ".join(earlier) + " (outputs they made and this one kept are in the table)"
             )
     seconds, n = jobs_seconds(benchmarks)
+    earlier, n_resumed = resumed_seconds(infos)
     if n:
         out["jobs wall time"] = (
-            f"{seconds / 60:.1f} min summed over the {n} benchmarked jobs behind the table "
-            "(whichever invocation ran them)"
+            f"{(seconds + earlier) / 60:.1f} min summed over the {n} benchmarked jobs behind the "
+            "table (whichever invocation ran them)"
         )
+        if n_resumed:
+            out["jobs wall time"] += (
+                f", of which {earlier / 60:.1f} min by earlier attempts that {n_resumed} resumed "
+                "training job(s) built on (their info.json)"
+            )
     return out
 
 

@@ -95,6 +95,13 @@ def job_benchmarks():
     ]
 
 
+def train_infos():
+    """The training jobs' info.json files: a resumed job's records the saved work of
+    earlier attempts, which its benchmark file does not count (call after train_model)."""
+    info = str(rules.train_model.output.info)
+    return [info.format(**r._asdict()) for r in PLAN.runs]
+
+
 def clustering_outputs():
     """The clustering tables and figures (none for a config of experiments only)."""
     if not PLAN.runs:

@@ -66,6 +66,7 @@ rule aggregate:
         figures=dataset_figures(),
         invocation=INVOCATION,
         benchmarks=job_benchmarks(),
+        train_infos=train_infos(),
     script:
         "../workflow_scripts/aggregate.py"
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from sklearn.datasets import make_blobs
 
-from mixlib import data, pipeline
+from mixlib import data, pipeline, provenance
 from mixlib.models.base import Checkpoint
 from mixlib.models.dec import DEC, IDEC
 from mixlib.models.n2d import N2D
@@ -206,6 +206,9 @@ def test_train_job_killed_part_way_resumes_and_removes_its_checkpoint(
     assert not ck.exists()
     assert info["resumed_seconds"] > 0.0 == ref_info["resumed_seconds"]
     assert "the earlier attempts' saved work took" in caplog.text
+    # what a table's "jobs wall time" adds to the benchmark files (the resumed job only)
+    infos = [tmp_path / "ref" / "info.json", tmp_path / "job" / "info.json"]
+    assert provenance.resumed_seconds(infos) == (info["resumed_seconds"], 1)
     pipeline.evaluate(
         data_path=data_path,
         labels_path=str(tmp_path / "job" / "labels.npz"),

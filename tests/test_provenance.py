@@ -48,6 +48,25 @@ def test_describe_sums_the_jobs_wall_time(tmp_path):
     assert "earlier invocations" not in out  # the only invocation is the current one
 
 
+def test_jobs_wall_time_counts_the_earlier_attempts_of_resumed_jobs(tmp_path):
+    """A resumed job's benchmark file holds its last attempt only; the saved work it built on
+    (``resumed_seconds`` in its info.json) is added and stated."""
+    (tmp_path / "0.tsv").write_text("s\th:m:s\tmax_rss\n60.0\t0:01:00\t10\n")
+    infos = []
+    for i, s in enumerate((0.0, 240.0)):
+        infos.append(tmp_path / f"info{i}.json")
+        infos[-1].write_text(json.dumps({"fit_seconds": 1.0, "resumed_seconds": s}))
+    (tmp_path / "old.json").write_text(json.dumps({"fit_seconds": 1.0}))  # before the key
+    out = provenance.describe(None, [tmp_path / "0.tsv"], [*infos, tmp_path / "old.json",
+                                                           tmp_path / "missing.json"])  # fmt: skip
+    assert out["jobs wall time"] == (
+        "5.0 min summed over the 1 benchmarked jobs behind the table (whichever invocation ran "
+        "them), of which 4.0 min by earlier attempts that 1 resumed training job(s) built on "
+        "(their info.json)"
+    )
+    assert provenance.resumed_seconds([]) == (0.0, 0)
+
+
 def test_describe_names_the_earlier_invocations_of_the_same_results(tmp_path):
     inv = tmp_path / "invocation.json"
     for commit, started in (("1111111111aa", "2026-01-01T00:00:00+00:00"),

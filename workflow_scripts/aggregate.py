@@ -12,5 +12,7 @@ run_job(
     figures_out=snakemake.params.figures,
     paper_out=list(snakemake.output.paper),
     reference_csv=snakemake.params.reference_csv,
-    provenance=describe(snakemake.params.invocation, snakemake.params.benchmarks),
+    provenance=describe(
+        snakemake.params.invocation, snakemake.params.benchmarks, snakemake.params.train_infos
+    ),
 )
