@@ -43,7 +43,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -53,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DatasetError
+from .utils import temp_beside
 
 log = logging.getLogger(__name__)
 
@@ -231,11 +231,11 @@ def _download_one(f: RemoteFile, target: Path) -> list[str]:
     errors = []
     target.parent.mkdir(parents=True, exist_ok=True)
     for url in f.urls:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{f.name}.", suffix=".part")
+        tmp = temp_beside(target, ".part")
         try:
             h = _hasher(f.algo if f.checksum is not None else "sha256")
             n = 0
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT_S) as r:
+            with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT_S) as r:
                 for chunk in iter(lambda r=r: r.read(_CHUNK), b""):
                     out.write(chunk)
                     h.update(chunk)
@@ -440,8 +440,7 @@ def stage_or_download(
                 continue
             _check_staged(src, f, staged)
             root.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{f.name}.", suffix=".part")
-            os.close(fd)
+            tmp = temp_beside(root / f.name, ".part")
             try:
                 shutil.copyfile(staged, tmp)
                 os.replace(tmp, root / f.name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,11 +39,20 @@ def check_random_state_int(random_state) -> int:
     raise TypeError(f"random_state must be an int or None, got {type(random_state).__name__}")
 
 
-def _umask() -> int:
-    """The process's umask (reading it means setting it: set back at once)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def temp_beside(path: Path, suffix: str | None = None) -> Path:
+    """Create an empty, uniquely named temporary file beside ``path`` (ending in ``suffix``,
+    by default ``.tmp`` and the path's own suffix) with the permissions a plainly created file
+    gets (``0666`` less the umask, applied by the kernel), unlike ``tempfile.mkstemp``'s
+    ``0600``. Writers open it for writing, which keeps its mode."""
+    suffix = ".tmp" + path.suffix if suffix is None else suffix
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
 
 
 @contextmanager
@@ -51,18 +60,14 @@ def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
 
     A failed or killed job therefore never leaves a file that looks finished. The file gets the
-    permissions a plainly created one would (``0666`` less the umask), not the temporary's
-    ``0600``, so that results on a shared filesystem stay readable by the project's group.
+    permissions a plainly created one would (``0666`` less the umask), so that results on a
+    shared filesystem stay readable by the project's group.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix
-    )
-    os.close(fd)
+    tmp = temp_beside(path)
     try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
+        yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import http.server
 import shutil
+import stat
 import struct
 import threading
 from functools import partial
@@ -213,6 +214,9 @@ def test_download_from_file_url_into_data_dir(remote, tmp_path, name):
         assert p.parent == data_dir / name
         assert p.read_bytes() == (root / name / p.name).read_bytes()
     assert not list((data_dir / name).glob(".*part"))  # no temporary files left behind
+    plain = tmp_path / "plain"
+    plain.write_text("x")  # a shared project's data keeps the mode a plain file gets, not 0600
+    assert {stat.S_IMODE(p.stat().st_mode) for p in paths} == {stat.S_IMODE(plain.stat().st_mode)}
     check_loaded(download.load(name, {"data_dir": str(data_dir)}), exp[name])
 
 

@@ -228,3 +228,17 @@ def test_atomic_path_gives_a_plain_file_s_permissions(tmp_path):
     assert mode((tmp_path / "a.json").stat().st_mode) == mode(plain.stat().st_mode)
     assert mode((tmp_path / "b.npz").stat().st_mode) == mode(plain.stat().st_mode)
     assert mode((tmp_path / "c.json").stat().st_mode) == 0o640
+
+
+def test_atomic_path_never_sets_the_umask(tmp_path, monkeypatch):
+    """Reading the umask means setting it, a window in which another thread's files would get
+    the wrong mode: the kernel applies it when the temporary is created instead."""
+    from mixlib.utils import write_json
+
+    def no_umask(mask):
+        raise AssertionError("os.umask called")
+
+    monkeypatch.setattr(os, "umask", no_umask)
+    write_json(tmp_path / "a.json", {"a": 1})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
