@@ -207,6 +207,7 @@ def load_plan(config: dict, schema: str | Path = SCHEMA) -> Plan:
     if isinstance(cfg.get("seeds"), list):  # `--config seeds=[0,1]` arrives as ['0', '1']
         cfg["seeds"] = [_command_line_int(s) for s in cfg["seeds"]]
     cfg = validate_schema(cfg, schema)
+    cfg = _skip_datasets(cfg)
     datasets = cfg["datasets"]
     for name, spec in datasets.items():
         _check_dataset(f"datasets.{name}", spec)
@@ -360,6 +361,44 @@ def _check_dataset(key: str, spec: dict) -> None:
             f"{key}.preprocess.fit_on: 'parts' scales the training and test parts of split "
             f"train_test each by their own statistics; split is {spec['split']!r}"
         )
+
+
+def _skip_datasets(cfg: dict) -> dict:
+    """``cfg`` (validated) without the datasets named in ``skip_datasets``: removed from
+    ``datasets``, from every model's and sweep's dataset list (a model or sweep left with none is
+    dropped) and from the inits' overrides."""
+    skip = cfg["skip_datasets"]
+    unknown = [d for d in skip if d not in cfg["datasets"]]
+    if unknown:
+        raise ConfigError(
+            f"skip_datasets: {unknown} not defined under `datasets` ({sorted(cfg['datasets'])})"
+        )
+    if not skip:
+        return cfg
+
+    def kept(names):
+        return [d for d in names if d not in skip]
+
+    cfg["datasets"] = {d: spec for d, spec in cfg["datasets"].items() if d not in skip}
+    for spec in cfg["inits"].values():
+        spec["overrides"] = {d: o for d, o in spec["overrides"].items() if d not in skip}
+    models = {}
+    for name, m in cfg["models"].items():
+        if m["datasets"]:
+            m["datasets"] = kept(m["datasets"])
+            if not m["datasets"]:
+                continue
+        sweep = {}
+        for param, raw in m["sweep"].items():
+            if isinstance(raw, dict) and raw.get("datasets"):
+                raw["datasets"] = kept(raw["datasets"])
+                if not raw["datasets"]:
+                    continue
+            sweep[param] = raw
+        m["sweep"] = sweep
+        models[name] = m
+    cfg["models"] = models
+    return cfg
 
 
 def _model(name: str, m: dict, datasets: dict, inits: dict) -> Model:

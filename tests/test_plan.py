@@ -157,3 +157,29 @@ def test_a_lowercase_boolean_from_the_command_line_names_the_spelling_that_works
         load_plan(cfg)
     cfg.update(parse_config(["download=False"]))
     assert load_plan(cfg).config["download"] is False
+
+
+def test_skip_datasets_leaves_out_what_names_them():
+    """``--config 'skip_datasets=[usps]'`` (config/paper.yaml without a set that cannot be
+    fetched): the same jobs less every one on USPS; a model or sweep listing only skipped sets
+    is dropped, an init's overrides for them go; an unknown name is an error naming the key."""
+    from snakemake.cli import parse_config
+
+    cfg = load_config("paper")
+    full = load_plan(cfg)
+    cfg.update(parse_config(["skip_datasets=[usps]"]))
+    part = load_plan(cfg)
+    assert part.runs == [r for r in full.runs if r.dataset != "usps"]
+    assert part.init_runs() == [r for r in full.init_runs() if r[0] != "usps"]
+    assert "usps" not in part.datasets and "mixmate_usps" not in part.models
+    assert [s for s in part.sweeps if "usps" in s.datasets] == []
+    assert len(part.sweeps) == len([s for s in full.sweeps if s.datasets != ("usps",)]) > 0
+
+    cfg.update(parse_config(["skip_datasets=[fashion_mnist,usps]"]))
+    part = load_plan(cfg)
+    assert part.init_for("knn_spectral", "mnist") == full.init_for("knn_spectral", "mnist")
+    assert {r.dataset for r in part.runs} == set(full.datasets) - {"fashion_mnist", "usps"}
+
+    cfg.update(parse_config(["skip_datasets=[usp]"]))
+    with pytest.raises(ConfigError, match=r"skip_datasets: \['usp'\] not defined under"):
+        load_plan(cfg)
