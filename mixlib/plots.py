@@ -275,9 +275,10 @@ def _embedding_pca(Z, labels, centres, path: Path) -> Path:
 
 
 def _embedded_clustering_figures(model, X, outdir: Path, image_shape) -> list[Path]:
-    """DEC and IDEC: ``curves.png`` (pre-training reconstruction per epoch; KL, label changes
-    and, IDEC, reconstruction per update of the target) and ``embedding.png`` (PCA of the
-    embedding, coloured by cluster, centres as crosses)."""
+    """DEC, IDEC and DCN: ``curves.png`` (pre-training reconstruction per epoch; KL, label
+    changes and, IDEC, reconstruction per update of the target; DCN's losses and label changes
+    per epoch) and ``embedding.png`` (PCA of the embedding, coloured by cluster, centres as
+    crosses)."""
     title = f"{model.kind} seed {model.random_state}"
     return [
         curves(model.history_, outdir / "curves.png", title=title),
@@ -344,6 +345,7 @@ _MODEL_FIGURES = {
     "n2d": _n2d_figures,
     "dec": _embedded_clustering_figures,
     "idec": _embedded_clustering_figures,
+    "dcn": _embedded_clustering_figures,
     "gmm_em": _gaussian_mixture_figures,
     "biglearn_em": _gaussian_mixture_figures,
 }

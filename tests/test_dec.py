@@ -1,7 +1,8 @@
-"""Unit tests of DEC and IDEC (mixlib/models/dec.py): the loss and target against their
+"""Unit tests of DEC, IDEC and DCN (mixlib/models/dec.py): the loss and target against their
 definitions, the stopping rule, the progress callback, the estimator contract, same seed same
-labels (also across thread counts, in a fresh process), and on digits that both improve on the
-k-means clustering of the embedding they start from (what the methods claim)."""
+labels (also across thread counts, in a fresh process), on digits that DEC and IDEC improve on
+the k-means clustering of the embedding they start from (what the methods claim), and DCN's
+online k-means against its definition."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from sklearn.datasets import load_digits, make_blobs
 
 from mixlib.metrics import clustering_accuracy
 from mixlib.models import build_model, model_spec
-from mixlib.models.dec import DEC, IDEC, keras_kld, soft_assignment, target_distribution
+from mixlib.models.dec import DCN, DEC, IDEC, keras_kld, soft_assignment, target_distribution
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -96,8 +97,9 @@ def test_a_shared_pretraining_gives_what_pretraining_itself_gives(tmp_path):
     assert len(state["history"]) == _TINY["pretrain_epochs"]
     torch.save(state, tmp_path / "ae.pt")
     state = torch.load(tmp_path / "ae.pt")
-    for cls in (DEC, IDEC):
-        own, shared = cls(3, **kw).fit(X), cls(3, **kw).fit(X, pretrained=state)
+    dcn = dict(_TINY, n_epochs=3, random_state=3)
+    for cls, ckw in ((DEC, kw), (IDEC, kw), (DCN, dcn)):
+        own, shared = cls(3, **ckw).fit(X), cls(3, **ckw).fit(X, pretrained=state)
         np.testing.assert_array_equal(own.labels_, shared.labels_)
         np.testing.assert_array_equal(own.init_labels_, shared.init_labels_)
         np.testing.assert_array_equal(own.cluster_centers_, shared.cluster_centers_)
@@ -110,6 +112,48 @@ def test_a_shared_pretraining_gives_what_pretraining_itself_gives(tmp_path):
         DEC(3, **kw).fit(X[:-1], pretrained=state)
     with pytest.raises(ValueError, match=r"lacks \['data'"):
         DEC(3, **kw).fit(X, pretrained={k: v for k, v in state.items() if k != "data"})
+
+
+def test_dcn_contract_progress_and_its_online_kmeans():
+    """DCN: the estimator contract, a progress report per epoch, same seed same labels; the
+    final labels and centres are a fixed point of Lloyd's iterations on the final embedding
+    (the refresh after the last epoch); the clustering term falls as the embedding is pulled
+    to the centres; and the online centre update is the running mean of its counts."""
+    X, y = _blobs()
+    seen = []
+    kw = dict(_TINY, n_epochs=6, refresh_every=4, random_state=1)
+    m = DCN(3, **kw).fit(X, callback=seen.append)
+    assert m.labels_.shape == (300,) and m.labels_.dtype == np.int64
+    assert clustering_accuracy(y, m.labels_) > 0.9 and m.n_iter_ == 6
+    assert [p.step for p in seen] == list(range(1, 10)) and {p.total for p in seen} == {9}
+    assert all({"loss", "reconstruction", "clustering", "delta_label"} <= set(p.metrics)
+               for p in seen[3:])  # fmt: skip
+    np.testing.assert_array_equal(seen[-1].labels(), m.labels_)
+    Z = m.transform(X)
+    for k in range(3):  # the refresh's centres are the means of their rows
+        np.testing.assert_allclose(m.cluster_centers_[k], Z[m.labels_ == k].mean(0), atol=1e-6)
+    assert np.array_equal(m.predict(X), m.labels_)
+    assert np.array_equal(m.predict_proba(X).argmax(1), m.labels_)
+    assert m.history_["clustering"][-1] < m.history_["clustering"][0]
+    assert m.n_parameters() == sum(p.numel() for p in m.ae_.parameters()) + 3 * 10
+    assert np.array_equal(DCN(3, **kw).fit(X).labels_, m.labels_)
+    # the update of one batch equals the authors' per-row loop
+    rng = np.random.default_rng(0)
+    C, z, count = rng.normal(size=(3, 4)), rng.normal(size=(9, 4)), np.array([100.0, 3.0, 7.0])
+    lab = ((z[:, None] - C[None]) ** 2).sum(-1).argmin(1)
+    ref, n = C.copy(), count.copy()
+    for i, c in enumerate(lab):
+        n[c] += 1
+        ref[c] = (1 - 1 / n[c]) * ref[c] + z[i] / n[c]
+    from mixlib.models.power_kmeans import cluster_sums
+
+    cnt, S = cluster_sums(z, lab, 3)
+    np.testing.assert_allclose((count[:, None] * C + S) / (count + cnt)[:, None], ref, rtol=1e-12)
+    d = DCN()
+    assert (d.lam, d.beta, d.lr, d.n_epochs, d.refresh_every, d.count_init, d.n_init) == (
+        1.0, 1.0, 1e-4, 50, 10, 100.0, 10)  # fmt: skip
+    with pytest.raises(ValueError, match="refresh_every"):
+        DCN(3, refresh_every=0).fit(X)
 
 
 def test_stops_when_few_labels_change():
@@ -158,8 +202,8 @@ def test_improves_on_kmeans_of_its_embedding_on_digits(kind):
 
 @pytest.mark.slow
 def test_same_labels_at_1_and_2_threads():
-    """In a fresh process (MKL's strict mode is set on import, before MKL's first call): DEC and
-    IDEC at 2 and at 1 intra-op threads give bitwise equal labels and centres."""
+    """In a fresh process (MKL's strict mode is set on import, before MKL's first call): DEC,
+    IDEC and DCN at 2 and at 1 intra-op threads give bitwise equal labels and centres."""
     code = textwrap.dedent(
         """
         import numpy as np, torch
@@ -168,12 +212,13 @@ def test_same_labels_at_1_and_2_threads():
         assert pk.MKL_CNR in ("strict", "no MKL"), pk.MKL_CNR
         rng = np.random.default_rng(0)
         X = (rng.random((400, 784)) * (rng.random((400, 784)) < 0.2)).astype(np.float32)
-        for cls in (dec.DEC, dec.IDEC):
+        for cls, kw in ((dec.DEC, dict(max_iter=40, update_interval=10, tol=0.0)),
+                        (dec.IDEC, dict(max_iter=40, update_interval=10, tol=0.0)),
+                        (dec.DCN, dict(n_epochs=2, refresh_every=1))):
             out = []
             for nt in (2, 1):
                 torch.set_num_threads(nt)
-                m = cls(5, pretrain_epochs=2, max_iter=40, update_interval=10, tol=0.0,
-                        device="cpu", random_state=3).fit(X)
+                m = cls(5, pretrain_epochs=2, device="cpu", random_state=3, **kw).fit(X)
                 assert m.fit_threads_ == nt, (m.fit_threads_, nt)
                 out.append((m.labels_, m.cluster_centers_))
             assert np.array_equal(out[0][0], out[1][0])
@@ -191,9 +236,11 @@ def test_figures(tmp_path):
 
     X, _ = _blobs()
     m = IDEC(3, random_state=0, **dict(_TINY, max_iter=30, update_interval=10, tol=0.0)).fit(X)
-    paths = plots.model_figures(m, X, tmp_path)
-    assert {p.name for p in paths} == {"curves.png", "embedding.png"}
-    assert all(p.stat().st_size > 0 for p in paths)
+    dcn = DCN(3, random_state=0, n_epochs=2, **_TINY).fit(X)
+    for model in (m, dcn):
+        paths = plots.model_figures(model, X, tmp_path / model.kind)
+        assert {p.name for p in paths} == {"curves.png", "embedding.png"}
+        assert all(p.stat().st_size > 0 for p in paths)
 
 
 def test_train_and_evaluate_stages_record_init_and_train_rows(tmp_path):
@@ -237,7 +284,7 @@ def test_train_and_evaluate_stages_record_init_and_train_rows(tmp_path):
 
 @pytest.mark.workflow
 def test_workflow_pretrains_once_for_dec_and_idec(tmp_path):
-    """The real Snakefile: DEC and IDEC of one dataset and seed share one pretrain_autoencoder
+    """The real Snakefile: DEC, IDEC and DCN of one dataset and seed share one pretrain_autoencoder
     job (one saved auto-encoder), and each trains to the labels of a fit that pre-trains
     itself; a different pre-training recipe gets a job of its own."""
     from helpers import run_snakemake
@@ -245,6 +292,7 @@ def test_workflow_pretrains_once_for_dec_and_idec(tmp_path):
     from mixlib import data
 
     p = dict(hidden_dims=[32, 32, 64], pretrain_epochs=2, batch_size=64, device="cpu")
+    q = dict(p)  # DCN's own: the pre-training keys only
     p.update(max_iter=30, update_interval=10, tol=0.0)
     config = {
         "seeds": [0],
@@ -253,15 +301,16 @@ def test_workflow_pretrains_once_for_dec_and_idec(tmp_path):
             "dec": {"kind": "dec", "params": p},
             "idec": {"kind": "idec", "params": p},
             "idec_lr": {"kind": "idec", "params": {**p, "pretrain_lr": 0.5}},
+            "dcn": {"kind": "dcn", "params": {**q, "n_epochs": 2}},
         },
         "tracking": {"enabled": False},
     }
     out = [f"results/train/digits/{m}/none/seed0/labels.npz" for m in config["models"]]
     run_snakemake(tmp_path, "--cores", "2", *out, config=config)
     states = sorted((tmp_path / "results/pretrain/digits").glob("*/seed0/autoencoder.pt"))
-    assert len(states) == 2  # dec + idec share one; idec_lr has its own
+    assert len(states) == 2  # dec, idec and dcn share one; idec_lr has its own
     ds = data.load_prepared(tmp_path / "results/data/digits.npz")
-    for name, cls in (("dec", DEC), ("idec", IDEC)):
+    for name, cls, kw in (("dec", DEC, p), ("idec", IDEC, p), ("dcn", DCN, {**q, "n_epochs": 2})):
         got = np.load(tmp_path / f"results/train/digits/{name}/none/seed0/labels.npz")["labels"]
-        own = cls(10, **p, random_state=0).fit(ds.X)
+        own = cls(10, **kw, random_state=0).fit(ds.X)
         np.testing.assert_array_equal(got, own.labels_)

@@ -198,9 +198,10 @@ def build_model(kind: str, *, n_clusters: int, random_state: int | None = None, 
 
 #: Model kinds whose auto-encoder pre-training the workflow runs as a job of its own (the rule
 #: ``pretrain_autoencoder``), once per dataset, seed and pre-training recipe, for every model of
-#: the same family: DEC and IDEC start from one pre-trained auto-encoder, as the authors' IDEC
-#: code loads the weights DEC's pre-training saved (``fit(X, pretrained=model.pretrain(X))``).
-PRETRAINED_FAMILIES = {"dec": "dec", "idec": "dec"}
+#: the same family: DEC, IDEC and DCN start from one pre-trained auto-encoder, as the authors'
+#: IDEC code loads the weights DEC's pre-training saved (``fit(X, pretrained=model.pretrain(X))``;
+#: DCN's authors pre-train their own way, a deviation stated in its docstring).
+PRETRAINED_FAMILIES = {"dec": "dec", "idec": "dec", "dcn": "dec"}
 #: the hyperparameters the pre-training depends on (with the seed and the data)
 PRETRAIN_KEYS = (
     "hidden_dims",

@@ -72,7 +72,9 @@ from .power_kmeans import (
     MKL_CNR,
     _AutoEncoder,
     _sq_dist_direct,
+    cluster_sums,
     kmeans_restarts,
+    lloyd,
     thread_invariant,
 )
 
@@ -226,21 +228,17 @@ class _EmbeddedClustering(TorchModel):
             call(callback, Progress(epoch + 1, total, {"reconstruction": mse}))
         return ae
 
-    def _fit(self, X, lab, dev, callback, pretrained, checkpoint):
+    def _start(self, X, lab, dev, total, callback, pretrained, checkpoint):
+        """What every model of the family starts with: the pre-trained auto-encoder (trained
+        here, or the one it was given) and k-means centres on its embedding (or the means of
+        the labelled points). Sets ``ae_`` and ``init_labels_``; returns the data as a tensor,
+        the seeded numpy generator (as the centres left it) and the centres (K, e), float64."""
         seed = self._seed()
         dt = self._torch_dtype()
         gen = torch_generator(seed)  # CPU: same init and order on CPU and GPU
         rng = np.random.default_rng(seed)
         Xt = torch.as_tensor(np.asarray(X), dtype=dt).to(dev)
         N, d = Xt.shape
-        n_updates = -(-self.max_iter // self.update_interval)
-        total = self.pretrain_epochs + n_updates
-        self.history_ = {
-            "pretrain_reconstruction": [],
-            "kl": [],
-            "delta_label": [],
-            "reconstruction": [],
-        }
 
         # 1. the auto-encoder alone (or the one it was given)
         if pretrained is None:
@@ -258,6 +256,19 @@ class _EmbeddedClustering(TorchModel):
         else:
             C0, _ = kmeans_restarts(Z0, self.n_clusters, rng, self.n_init)
         self.init_labels_ = _sq_dist_direct(Z0, C0).argmin(1).astype(np.int64)
+        return Xt, rng, C0
+
+    def _fit(self, X, lab, dev, callback, pretrained, checkpoint):
+        n_updates = -(-self.max_iter // self.update_interval)
+        total = self.pretrain_epochs + n_updates
+        self.history_ = {
+            "pretrain_reconstruction": [],
+            "kl": [],
+            "delta_label": [],
+            "reconstruction": [],
+        }
+        Xt, _, C0 = self._start(X, lab, dev, total, callback, pretrained, checkpoint)
+        N, dt = Xt.shape[0], Xt.dtype
         self.cluster_centers_t_ = torch.nn.Parameter(torch.as_tensor(C0, dtype=dt, device=dev))
 
         # 3. self-training on the target P
@@ -506,3 +517,204 @@ class IDEC(_EmbeddedClustering):
         self.random_state = random_state
 
     _parameter_constraints = {**DEC._parameter_constraints, "gamma": "real > 0"}
+
+
+@register("dcn")
+class DCN(_EmbeddedClustering):
+    """Deep Clustering Network (Yang, Fu, Sidiropoulos & Hong, "Towards K-means-friendly
+    Spaces", ICML 2017): the auto-encoder trained on ``lam * ||x - g(f(x))||^2 + beta *
+    ||f(x) - m_s(x)||^2``, the second term pulling each embedding towards the centre it is
+    assigned to, while an online k-means updates the assignments and centres after every
+    mini-batch. One of MixMate's Table 1 baselines.
+
+    The clustering phase follows the authors' code for MNIST (github.com/boyangumn/DCN-New,
+    ``run_raw_mnist.py`` and ``multi_layer_km.py``): per-sample squared errors summed over
+    features and averaged over the batch, ``lam = beta = 1``; the rows shuffled once and taken
+    in that order every epoch in batches of 256, the last partial batch left out; per batch one
+    step of Nesterov momentum SGD (lr 1e-4, momentum 0.9, biases at twice the lr) towards the
+    centres of the assignments held, then the batch's new embedding assigned to the nearest
+    centre and each centre moved by ``m_k += (z - m_k) / n_k`` per assigned row (the counts
+    ``n_k`` start at 100); every 10 epochs k-means (Lloyd) from the current centres on the
+    embedding of every row refreshes centres and assignments; 50 epochs. ``labels_`` are the
+    assignments after the refresh of the last epoch (done whether or not it is a multiple of
+    ``refresh_every``), the labels the authors' script reports.
+
+    Deviations: the pre-training is DEC's (end to end, SGD lr 1, 300 epochs; the workflow shares
+    one pre-trained auto-encoder between DEC, IDEC and DCN), where the authors pre-train
+    layer-wise (250 epochs per layer, then 250 end to end, lr 1e-4 with momentum) on MNIST
+    multiplied by 5.1; here the data keep the dataset's own scaling. The initial k-means is
+    :func:`~mixlib.models.power_kmeans.kmeans_restarts` (``n_init`` 10, as the authors'
+    scikit-learn call) and the refreshes run Lloyd until the centres stop changing (scikit-learn's
+    stops at a tolerance). The centres and assignments are float64 numpy (the same bits
+    whatever the thread count).
+
+    Parameters
+    ----------
+    n_clusters, hidden_dims, embedding_size, pretrain_epochs, pretrain_optimizer, pretrain_lr,
+    batch_size, flush_denormal, device, dtype, random_state : as :class:`DEC` (the
+        pre-training's are DEC's, so that the three share it).
+    n_init : int >= 1, default 10
+        k-means restarts on the pre-trained embedding.
+    lam : float >= 0, default 1.0
+        Weight of the reconstruction error.
+    beta : float >= 0, default 1.0
+        Weight of the clustering term.
+    lr : float > 0, default 1e-4
+        Of the clustering phase's Nesterov SGD (momentum 0.9; biases at ``2 * lr``).
+    n_epochs : int >= 1, default 50
+    refresh_every : int >= 1, default 10
+        Epochs between two k-means refreshes of the centres.
+    count_init : float > 0, default 100
+        The centres' initial counts in the online update (its step is ``1 / count``).
+
+    Attributes
+    ----------
+    labels_ : (N,) assignments after the final refresh.
+    init_labels_ : (N,) nearest k-means centre on the pre-trained embedding.
+    cluster_centers_ : (K, e) centres in the embedding.
+    history_ : "pretrain_reconstruction" per pre-training epoch; per epoch "loss",
+        "reconstruction" and "clustering" (batch means of the weighted terms), "delta_label"
+        (the fraction of assignments that changed in the epoch).
+    """
+
+    def __init__(
+        self,
+        n_clusters=10,
+        hidden_dims=(500, 500, 2000),
+        embedding_size=10,
+        pretrain_epochs=300,
+        pretrain_optimizer="sgd",
+        pretrain_lr=1.0,
+        batch_size=256,
+        n_init=10,
+        lam=1.0,
+        beta=1.0,
+        lr=1e-4,
+        n_epochs=50,
+        refresh_every=10,
+        count_init=100.0,
+        flush_denormal=True,
+        device="auto",
+        dtype="float32",
+        random_state=None,
+    ):
+        self.n_clusters = n_clusters
+        self.hidden_dims = hidden_dims
+        self.embedding_size = embedding_size
+        self.pretrain_epochs = pretrain_epochs
+        self.pretrain_optimizer = pretrain_optimizer
+        self.pretrain_lr = pretrain_lr
+        self.batch_size = batch_size
+        self.n_init = n_init
+        self.lam = lam
+        self.beta = beta
+        self.lr = lr
+        self.n_epochs = n_epochs
+        self.refresh_every = refresh_every
+        self.count_init = count_init
+        self.flush_denormal = flush_denormal
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+
+    _parameter_constraints = {  # a literal: read without importing (mixlib.models)
+        "n_clusters": "int >= 1",
+        "hidden_dims": "ints >= 1",
+        "embedding_size": "int >= 1",
+        "pretrain_epochs": "int >= 0",
+        "pretrain_optimizer": {"sgd", "adam"},
+        "pretrain_lr": "real > 0",
+        "batch_size": "int >= 1",
+        "n_init": "int >= 1",
+        "lam": "real >= 0",
+        "beta": "real >= 0",
+        "lr": "real > 0",
+        "n_epochs": "int >= 1",
+        "refresh_every": "int >= 1",
+        "count_init": "real > 0",
+        "flush_denormal": "bool",
+        "device": "str",
+        "dtype": {"float32", "float64"},
+        "random_state": ["int >= 0", None],
+    }
+
+    def _fit(self, X, lab, dev, callback, pretrained, checkpoint):
+        total = self.pretrain_epochs + self.n_epochs
+        self.history_ = {
+            "pretrain_reconstruction": [],
+            "loss": [],
+            "reconstruction": [],
+            "clustering": [],
+            "delta_label": [],
+        }
+        Xt, rng, C = self._start(X, lab, dev, total, callback, pretrained, checkpoint)
+        N, K, bs = Xt.shape[0], self.n_clusters, self.batch_size
+        n_batches = max(N // bs, 1)  # the authors' code leaves the last partial batch out
+        order = rng.permutation(N)  # shuffled once
+        order_t = torch.as_tensor(order, device=dev)
+        assign = self.init_labels_.copy()
+        count = np.full(K, float(self.count_init))
+        biases = [p for n, p in self.ae_.named_parameters() if n.endswith("bias")]
+        weights = [p for n, p in self.ae_.named_parameters() if not n.endswith("bias")]
+        opt = torch.optim.SGD(
+            [{"params": weights, "lr": self.lr}, {"params": biases, "lr": 2.0 * self.lr}],
+            lr=self.lr,
+            momentum=0.9,
+            nesterov=True,  # the authors' p += mu^2 v - (1 + mu) lr g, v = mu v - lr g
+        )
+        for epoch in range(self.n_epochs):
+            before = assign.copy()
+            sums = torch.zeros(2, dtype=Xt.dtype, device=dev)
+            for b in range(n_batches):
+                rows, rows_t = order[b * bs : (b + 1) * bs], order_t[b * bs : (b + 1) * bs]
+                xb = Xt[rows_t]
+                target = torch.as_tensor(C[assign[rows]], dtype=Xt.dtype, device=dev)
+                zb, xr = self.ae_(xb)
+                rec = ((xr - xb) ** 2).sum(1).mean()
+                clus = ((zb - target) ** 2).sum(1).mean()
+                loss = self.lam * rec + self.beta * clus
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sums += torch.stack([rec.detach(), clus.detach()])
+                # online k-means on the batch's new embedding: assign, then move each centre
+                # by the running mean of its count (the per-row updates of the authors' code)
+                z = self.ae_.embed(xb).double().cpu().numpy()
+                lab_b = _sq_dist_direct(z, C).argmin(1)
+                cnt, S = cluster_sums(z, lab_b, K)
+                C = (count[:, None] * C + S) / (count + cnt)[:, None]
+                count += cnt
+                assign[rows] = lab_b
+            if (epoch + 1) % self.refresh_every == 0 or epoch + 1 == self.n_epochs:
+                Z = self.ae_.embed(Xt).double().cpu().numpy()
+                C = lloyd(Z, C)
+                assign = _sq_dist_direct(Z, C).argmin(1).astype(np.int64)
+            rec, clus = (float(v) / n_batches for v in sums)  # one host sync per epoch
+            metrics = {
+                "loss": self.lam * rec + self.beta * clus,
+                "reconstruction": rec,
+                "clustering": clus,
+                "delta_label": float(np.mean(assign != before)),
+            }
+            if not all(math.isfinite(v) for v in metrics.values()):
+                raise FloatingPointError(f"DCN loss became non-finite: {metrics}")
+            for k, v in metrics.items():
+                self.history_[k].append(v)
+            step, now = self.pretrain_epochs + epoch + 1, assign.copy()
+            call(callback, Progress(step, total, metrics, labels=lambda y=now: y))
+        self.n_iter_ = self.n_epochs
+        self.cluster_centers_ = C
+        self.labels_ = assign.astype(np.int64)
+        return self
+
+    def _soft(self, Xt: torch.Tensor) -> np.ndarray:
+        """(N, K) the hard assignment to the nearest centre, one-hot (DCN's k-means has no
+        soft one)."""
+        Z = self.ae_.embed(Xt).double().cpu().numpy()
+        return np.eye(self.n_clusters)[_sq_dist_direct(Z, self.cluster_centers_).argmin(1)]
+
+    def n_parameters(self) -> int:
+        """The whole auto-encoder (trained on both terms) and the centres."""
+        if not hasattr(self, "cluster_centers_"):
+            raise RuntimeError("DCN is not fitted yet; call fit first")
+        return int(sum(p.numel() for p in self.ae_.parameters()) + self.cluster_centers_.size)

@@ -435,6 +435,28 @@ def embedding_silhouette(
     return float(silhouette_score(D, ls, metric="precomputed"))
 
 
+def cluster_sums(Z: np.ndarray, lab: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+    """(counts (K,), sums (K, e)) of the rows of ``Z`` by label, by ``np.bincount``
+    (sequential: the same bits whatever the thread count)."""
+    cnt = np.bincount(lab, minlength=n_clusters)
+    S = np.stack(
+        [np.bincount(lab, weights=Z[:, j], minlength=n_clusters) for j in range(Z.shape[1])], 1
+    )
+    return cnt, S
+
+
+def lloyd(Z: np.ndarray, C: np.ndarray, max_iter: int = 300) -> np.ndarray:
+    """Lloyd's iterations on ``Z`` (N, e) from the centres ``C`` (K, e) until the centres stop
+    changing or ``max_iter``; an emptied cluster keeps its centre. Thread-invariant."""
+    for _ in range(max_iter):
+        cnt, S = cluster_sums(Z, _sq_dist_direct(Z, C).argmin(1), C.shape[0])
+        C_new = np.where(cnt[:, None] > 0, S / np.maximum(cnt, 1)[:, None], C)
+        if np.array_equal(C_new, C):
+            break
+        C = C_new
+    return C
+
+
 def kmeans_restarts(
     Z: np.ndarray, n_clusters: int, rng: np.random.Generator, n_init: int = 10, max_iter: int = 300
 ) -> tuple[np.ndarray, float]:
@@ -454,16 +476,7 @@ def kmeans_restarts(
             total = closest.sum()
             C[k] = Z[rng.integers(N) if total <= 0 else rng.choice(N, p=closest / total)]
             closest = np.minimum(closest, _sq_dist_direct(Z, C[k : k + 1])[:, 0])
-        for _ in range(max_iter):
-            lab = _sq_dist_direct(Z, C).argmin(1)
-            cnt = np.bincount(lab, minlength=n_clusters)
-            S = np.stack(
-                [np.bincount(lab, weights=Z[:, j], minlength=n_clusters) for j in range(e)], 1
-            )
-            C_new = np.where(cnt[:, None] > 0, S / np.maximum(cnt, 1)[:, None], C)
-            if np.array_equal(C_new, C):
-                break
-            C = C_new
+        C = lloyd(Z, C, max_iter)
         obj = float(_sq_dist_direct(Z, C).min(1).sum())
         if obj < best_obj:
             best_C, best_obj = C, obj
