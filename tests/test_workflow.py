@@ -292,10 +292,10 @@ SHIPPED_CONFIGS = [
     ("dpkm", 65),
     ("dpkm_mnist", 23),
     ("dpkm_mnist_pretrain_200", 17),
-    ("dec", 47),
-    ("dec_mnist", 12),
-    ("dec_mnist_more", 19),
-    ("dec_fashion", 19),
+    ("dec", 59),
+    ("dec_mnist", 14),
+    ("dec_mnist_more", 23),
+    ("dec_fashion", 23),
     ("n2d_mnist", 9),
     ("n2d_mnist_more", 13),
     ("n2d_fashion", 17),
@@ -304,7 +304,7 @@ SHIPPED_CONFIGS = [
     ("umap_ensemble", 21),
     ("mixmate_umap", 21),
     ("mixmate_umap_fashion", 21),
-    ("deep_70k", 61),
+    ("deep_70k", 73),
 ]
 
 
