@@ -539,10 +539,11 @@ class DCN(_EmbeddedClustering):
     assignments after the refresh of the last epoch (done whether or not it is a multiple of
     ``refresh_every``), the labels the authors' script reports.
 
-    Deviations: the pre-training is DEC's (end to end, SGD lr 1, 300 epochs; the workflow shares
-    one pre-trained auto-encoder between DEC, IDEC and DCN), where the authors pre-train
-    layer-wise (250 epochs per layer, then 250 end to end, lr 1e-4 with momentum) on MNIST
-    multiplied by 5.1; here the data keep the dataset's own scaling. The initial k-means is
+    Deviations: the auto-encoder and its pre-training are DEC's (untied decoder weights; end to
+    end, SGD lr 1, 300 epochs; the workflow shares one pre-trained auto-encoder between DEC, IDEC
+    and DCN), where the authors tie each decoder layer's weights to its encoder layer's and
+    pre-train layer-wise (250 epochs per layer, then 250 end to end, lr 1e-4 with momentum) on
+    MNIST multiplied by 5.1; here the data keep the dataset's own scaling. The initial k-means is
     :func:`~mixlib.models.power_kmeans.kmeans_restarts` (``n_init`` 10, as the authors'
     scikit-learn call) and the refreshes run Lloyd until the centres stop changing (scikit-learn's
     stops at a tolerance). The centres and assignments are float64 numpy (the same bits
