@@ -36,7 +36,7 @@ mlflow-ui: setup
 COMBINED_TAKES := \
 	--take docs/results/table1 \
 	--take docs/results/dec_mnist "dec INIT" "dec TRAIN" "idec TRAIN" \
-	--take docs/results/dec_fashion "dec INIT" "dec TRAIN" "idec TRAIN" \
+	--take docs/results/dec_fashion "dec INIT" "dec TRAIN" "idec TRAIN" "dcn TRAIN" \
 	--take docs/results/n2d_mnist "n2d TRAIN" \
 	--take docs/results/n2d_fashion "n2d TRAIN" \
 	--take docs/results/dpkm_mnist_pretrain_200 "deep_power_kmeans_pretrain_200 TRAIN" \
