@@ -29,6 +29,7 @@ _MODEL_MODULES = [
     "mixlib.models.power_kmeans",
     "mixlib.models.n2d",
     "mixlib.models.dec",
+    "mixlib.models.kdae",
 ]
 
 

@@ -1,0 +1,388 @@
+"""K-DAE: K auto-encoders deep clustering.
+
+Opochinsky, Chazan, Gannot & Goldberger, "K-Autoencoders Deep Clustering", ICASSP 2020; one of
+MixMate's Table 1 baselines, and like MixMate a mixture of auto-encoders whose cluster is the
+one that reconstructs a point best. Three stages:
+
+1. an auto-encoder on all the data, k-means on its embedding: the initial clusters;
+2. one auto-encoder per cluster, trained on that cluster's points alone;
+3. all K trained together on ``mean_i min_k ||x_i - AE_k(x_i)||`` (the Euclidean norm, not its
+   square); a point's cluster is the auto-encoder with the smallest reconstruction error.
+
+Defaults follow the authors' Keras code (github.com/yanivopo/K-DAE, ``src/k_dae.py``,
+``src/autoencoder.py``, ``src/utils.py``; MNIST and Fashion-MNIST: all 70,000 images divided
+by 255):
+
+- every auto-encoder: Keras ``Dense`` layers (Glorot-uniform weights, zero biases), each hidden
+  layer followed by batch normalisation (Keras': momentum 0.99, epsilon 1e-3) and ReLU; a linear
+  embedding; the decoder's hidden widths are the encoder's first two in reverse
+  (``hidden_dim[1::-1]``: for the initial ``500-500-2000-10`` encoder a ``10-500-500`` decoder,
+  for the clusters' ``500-100-10`` a ``10-100-500`` one), then a sigmoid output; loss
+  ``"binary_crossentropy"`` (mean over features and batch), Adam (Keras' defaults: lr 1e-3,
+  epsilon 1e-7), batches of 256 reshuffled every epoch, early stopping when the epoch loss has
+  not improved for 10 epochs;
+- stage 1: 10 epochs of the ``500-500-2000-10`` auto-encoder, scikit-learn ``KMeans`` with 100
+  restarts on its embedding;
+- stage 2: ``500-100-10`` auto-encoders, up to 100 epochs each;
+- stage 3: 40 epochs of Adam on all K auto-encoders' parameters, batch normalisation in
+  training mode; ``labels_`` are the final auto-encoders' assignment (batch normalisation in
+  inference mode).
+
+Deviations: torch instead of Keras/TensorFlow; the binary cross-entropy computed from the
+sigmoid's input (what TensorFlow's Keras does for a sigmoid output in graph mode); batch means
+as matrix products (same labels at any thread count); k-means by
+:func:`~mixlib.models.power_kmeans.kmeans_restarts` (thread-invariant, seeded); a last batch of
+one row is left out of an epoch (torch's batch normalisation needs two); a cluster with fewer
+than two points keeps its untrained auto-encoder. ``random_state`` seeds the weights, the batch
+orders and the k-means (the reference seeds nothing).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..utils import torch_generator
+from . import register
+from .base import (
+    Progress,
+    TorchModel,
+    adam,
+    call,
+    check_array_2d,
+    check_init_labels,
+    subnormals_flushed,
+)
+from .n2d import glorot_uniform_
+from .power_kmeans import MKL_CNR, _sq_dist_direct, kmeans_restarts, thread_invariant
+
+
+class KerasBatchNorm(torch.nn.Module):
+    """Keras' ``BatchNormalization`` of a 2-D input (momentum 0.99, epsilon 1e-3; the batch's
+    biased variance normalises and updates the moving variance, as its non-fused path does),
+    its batch means taken as products with a row of ``1 / n``: matrix products are the same
+    bits at any thread count under MKL's strict CNR mode, where torch's own batch-norm and
+    mean reductions are not."""
+
+    def __init__(self, n_features: int, eps: float = 1e-3, momentum: float = 0.01, device=None):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.weight = torch.nn.Parameter(torch.ones(n_features, device=device))
+        self.bias = torch.nn.Parameter(torch.zeros(n_features, device=device))
+        self.register_buffer("running_mean", torch.zeros(n_features, device=device))
+        self.register_buffer("running_var", torch.ones(n_features, device=device))
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.weight.fill_(1.0)
+            self.bias.zero_()
+            self.running_mean.zero_()
+            self.running_var.fill_(1.0)
+
+    def forward(self, x):
+        if not self.training:
+            scale = self.weight * torch.rsqrt(self.running_var + self.eps)
+            return (x - self.running_mean) * scale + self.bias
+        row = x.new_full((1, x.shape[0]), 1.0 / x.shape[0])
+        mean = (row @ x)[0]
+        xc = x - mean
+        var = (row @ (xc * xc))[0]
+        with torch.no_grad():
+            m = self.momentum
+            self.running_mean.mul_(1.0 - m).add_(mean.detach(), alpha=m)
+            self.running_var.mul_(1.0 - m).add_(var.detach(), alpha=m)
+        return xc * (self.weight * torch.rsqrt(var + self.eps)) + self.bias
+
+
+def bce_with_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Keras' ``binary_crossentropy`` of a sigmoid output from its logits, the mean over
+    features and batch taken as matrix products (thread-invariant, see
+    :class:`KerasBatchNorm`)."""
+    loss = torch.clamp_min(logits, 0) - logits * target + torch.log1p(torch.exp(-logits.abs()))
+    B, d = loss.shape
+    return (loss.new_full((1, B), 1.0 / B) @ loss @ loss.new_full((d, 1), 1.0 / d))[0, 0]
+
+
+class BNAutoEncoder(torch.nn.Module):
+    """The reference's auto-encoder: ``Linear -> BatchNorm -> ReLU`` per encoder width but the
+    last (the linear embedding), a decoder of the first two widths reversed, a sigmoid output
+    (``forward`` returns the logits before it)."""
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...]):
+        super().__init__()
+
+        def block(a, b):
+            return [
+                torch.nn.Linear(a, b, device="meta"),
+                KerasBatchNorm(b, device="meta"),
+                torch.nn.ReLU(),
+            ]
+
+        enc, prev = [], in_dim
+        for h in hidden[:-1]:
+            enc += block(prev, h)
+            prev = h
+        enc.append(torch.nn.Linear(prev, hidden[-1], device="meta"))
+        dec, prev = [], hidden[-1]
+        for h in hidden[1::-1]:
+            dec += block(prev, h)
+            prev = h
+        dec.append(torch.nn.Linear(prev, in_dim, device="meta"))
+        self.encoder = torch.nn.Sequential(*enc)
+        self.decoder = torch.nn.Sequential(*dec)
+
+    def init_(self, gen: torch.Generator, device, dtype) -> BNAutoEncoder:
+        """Keras' initial state: Glorot-uniform weights from ``gen``, zero biases, batch
+        normalisation's scale 1, shift 0, moving mean 0 and variance 1."""
+        glorot_uniform_(self, gen, device, dtype)
+        for m in self.modules():
+            if isinstance(m, KerasBatchNorm):
+                m.reset_parameters()
+        return self
+
+    def forward(self, x):
+        return self.decoder(self.encoder(x))
+
+
+def train_autoencoder(
+    ae: BNAutoEncoder, Xt: torch.Tensor, gen, epochs: int, batch_size: int, patience: int, lr
+) -> list[float]:
+    """Keras' ``fit`` of ``ae`` on the rows of ``Xt``: binary cross-entropy, Adam, batches
+    reshuffled every epoch, stopped when the epoch loss has not improved for ``patience``
+    epochs; returns the epoch losses."""
+    N = Xt.shape[0]
+    opt = adam(ae.parameters(), lr=lr, eps=1e-7)
+    ae.train()
+    losses, best, waited = [], math.inf, 0
+    for _ in range(epochs):
+        perm = torch.randperm(N, generator=gen).to(Xt.device)
+        total = torch.zeros((), dtype=Xt.dtype, device=Xt.device)
+        for i in range(0, N, batch_size):
+            idx = perm[i : i + batch_size]
+            if idx.numel() < 2:  # batch normalisation needs two rows
+                continue
+            xb = Xt[idx]
+            loss = bce_with_logits(ae(xb), xb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach() * idx.numel()
+        losses.append(float(total) / N)
+        if not math.isfinite(losses[-1]):
+            raise FloatingPointError(f"K-DAE auto-encoder loss became {losses[-1]}")
+        if losses[-1] < best:
+            best, waited = losses[-1], 0
+        else:
+            waited += 1
+            if waited >= patience:
+                break
+    ae.eval()
+    return losses
+
+
+@register("kdae")
+class KDAE(TorchModel):
+    """K-DAE: K auto-encoders, a point's cluster the one that reconstructs it best.
+
+    Parameters
+    ----------
+    n_clusters : int, default 10
+    initial_dims : tuple of int, default (500, 500, 2000, 10)
+        Encoder widths of the stage-1 auto-encoder (the last is the embedding).
+    initial_epochs : int >= 1, default 10
+    n_init : int >= 1, default 100
+        k-means restarts on the stage-1 embedding.
+    cluster_dims : tuple of int, default (500, 100, 10)
+        Encoder widths of each cluster's auto-encoder.
+    cluster_epochs : int >= 1, default 100
+        At most, per cluster (stage 2; early stopping).
+    joint_epochs : int >= 0, default 40
+        Stage 3.
+    batch_size : int >= 2, default 256
+    lr : float > 0, default 1e-3 (Adam, every stage)
+    patience : int >= 1, default 10
+        Early stopping of stages 1 and 2.
+    flush_denormal : bool, default True
+    device : str, default "auto" (CUDA when present)
+    dtype : {"float32", "float64"}, default "float32"
+    random_state : int or None
+
+    Attributes
+    ----------
+    labels_ : (N,) the auto-encoder of the smallest reconstruction error, after stage 3.
+    init_labels_ : (N,) the stage-1 k-means clusters.
+    stage2_labels_ : (N,) the assignment after stage 2 (each auto-encoder trained alone).
+    history_ : "initial_loss" per stage-1 epoch, "cluster_loss" (the last epoch loss of each
+        cluster's auto-encoder), "joint_loss" per stage-3 epoch (the mean minimum error).
+    """
+
+    def __init__(
+        self,
+        n_clusters=10,
+        initial_dims=(500, 500, 2000, 10),
+        initial_epochs=10,
+        n_init=100,
+        cluster_dims=(500, 100, 10),
+        cluster_epochs=100,
+        joint_epochs=40,
+        batch_size=256,
+        lr=1e-3,
+        patience=10,
+        flush_denormal=True,
+        device="auto",
+        dtype="float32",
+        random_state=None,
+    ):
+        self.n_clusters = n_clusters
+        self.initial_dims = initial_dims
+        self.initial_epochs = initial_epochs
+        self.n_init = n_init
+        self.cluster_dims = cluster_dims
+        self.cluster_epochs = cluster_epochs
+        self.joint_epochs = joint_epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.patience = patience
+        self.flush_denormal = flush_denormal
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+
+    _parameter_constraints = {
+        "n_clusters": "int >= 1",
+        "initial_dims": "ints >= 1",
+        "initial_epochs": "int >= 1",
+        "n_init": "int >= 1",
+        "cluster_dims": "ints >= 1",
+        "cluster_epochs": "int >= 1",
+        "joint_epochs": "int >= 0",
+        "batch_size": "int >= 2",
+        "lr": "real > 0",
+        "patience": "int >= 1",
+        "flush_denormal": "bool",
+        "device": "str",
+        "dtype": {"float32", "float64"},
+        "random_state": ["int >= 0", None],
+    }
+
+    def fit(self, X, y=None, init_labels=None, callback=None):
+        """Train on ``X`` (N, d), values in [0, 1] (the sigmoid output's range). ``init_labels``
+        (N,), optional (-1 = unlabelled): the stage-2 clusters instead of stage 1's k-means
+        (stage 1 is then skipped; unlabelled points join no cluster's stage 2). ``callback``
+        gets a :class:`~mixlib.models.base.Progress` after every stage-1 epoch, after each
+        cluster's auto-encoder (stage 2) and after every stage-3 epoch (with ``labels``)."""
+        self._validate_params()
+        X = check_array_2d(X, min_samples=self.n_clusters)
+        lab = check_init_labels(init_labels, X.shape[0], self.n_clusters)
+        dev = self._torch_device()
+        self.mkl_cnr_ = MKL_CNR
+        with thread_invariant(dev, "KDAE"), subnormals_flushed(self.flush_denormal):
+            return self._fit(X, lab, dev, callback)
+
+    def _fit(self, X, lab, dev, callback):
+        seed, dt, K = self._seed(), self._torch_dtype(), int(self.n_clusters)
+        gen = torch_generator(seed)  # CPU: same init and order on CPU and GPU
+        rng = np.random.default_rng(seed)
+        Xt = torch.as_tensor(np.asarray(X), dtype=dt).to(dev)
+        d = Xt.shape[1]
+        stage1 = 0 if lab is not None else int(self.initial_epochs)
+        total = stage1 + K + int(self.joint_epochs)
+        self.history_ = {"initial_loss": [], "cluster_loss": [], "joint_loss": []}
+        bs, lr, pat = int(self.batch_size), float(self.lr), int(self.patience)
+
+        # 1. an auto-encoder of all the data, k-means on its embedding
+        if lab is None:
+            ae = BNAutoEncoder(d, tuple(int(h) for h in self.initial_dims)).init_(gen, dev, dt)
+            for epoch, loss in enumerate(train_autoencoder(ae, Xt, gen, stage1, bs, pat, lr)):
+                self.history_["initial_loss"].append(loss)
+                call(callback, Progress(epoch + 1, total, {"initial_loss": loss}))
+            Z = self._batched(ae.encoder, Xt).double().cpu().numpy()
+            C, _ = kmeans_restarts(Z, K, rng, int(self.n_init))
+            lab = _sq_dist_direct(Z, C).argmin(1).astype(np.int64)
+        self.init_labels_ = lab
+
+        # 2. one auto-encoder per cluster, on its points alone
+        dims = tuple(int(h) for h in self.cluster_dims)
+        self.autoencoders_ = torch.nn.ModuleList(
+            [BNAutoEncoder(d, dims).init_(gen, dev, dt) for _ in range(K)]
+        )
+        for k, ae in enumerate(self.autoencoders_):
+            rows = torch.as_tensor(np.flatnonzero(lab == k), device=dev)
+            losses = []
+            if rows.numel() >= 2:
+                losses = train_autoencoder(ae, Xt[rows], gen, self.cluster_epochs, bs, pat, lr)
+            ae.eval()
+            last = losses[-1] if losses else math.nan
+            self.history_["cluster_loss"].append(last)
+            call(callback, Progress(stage1 + k + 1, total, {"cluster_loss": last}))
+        self.stage2_labels_ = self._assign(Xt)
+
+        # 3. all K together on the smallest reconstruction error
+        N = Xt.shape[0]
+        opt = adam(self.autoencoders_.parameters(), lr=lr, eps=1e-7)
+        for epoch in range(int(self.joint_epochs)):
+            self.autoencoders_.train()
+            perm = torch.randperm(N, generator=gen).to(dev)
+            total_loss = torch.zeros((), dtype=dt, device=dev)
+            for i in range(0, N, bs):
+                idx = perm[i : i + bs]
+                if idx.numel() < 2:
+                    continue
+                xb = Xt[idx]
+                err = self._errors(xb).min(1).values  # (B,)
+                loss = (err.new_full((1, err.shape[0]), 1.0 / err.shape[0]) @ err)[0]
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total_loss += loss.detach() * idx.numel()
+            self.autoencoders_.eval()
+            mean = float(total_loss) / N
+            if not math.isfinite(mean):
+                raise FloatingPointError(f"K-DAE joint loss became {mean}")
+            self.history_["joint_loss"].append(mean)
+            step = stage1 + K + epoch + 1
+            call(
+                callback,
+                Progress(step, total, {"joint_loss": mean}, labels=lambda: self._assign(Xt)),
+            )
+        self.autoencoders_.eval()
+        self.labels_ = self._assign(Xt)
+        self.n_features_in_ = d
+        return self
+
+    # -- inference ------------------------------------------------------------------------------
+    def _errors(self, xb: torch.Tensor) -> torch.Tensor:
+        """(B, K) Euclidean reconstruction errors of the rows of ``xb`` by each auto-encoder."""
+        cols = [(xb - torch.sigmoid(ae(xb))).norm(dim=1) for ae in self.autoencoders_]
+        return torch.stack(cols, 1)
+
+    @staticmethod
+    def _batched(f, Xt: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+        with torch.inference_mode():
+            return torch.cat([f(Xt[i : i + batch]) for i in range(0, len(Xt), batch)])
+
+    def _assign(self, Xt: torch.Tensor) -> np.ndarray:
+        """The auto-encoder of the smallest reconstruction error per row (inference mode)."""
+        self.autoencoders_.eval()
+        err = self._batched(self._errors, Xt)
+        return err.argmin(1).cpu().numpy().astype(np.int64)
+
+    def predict(self, X) -> np.ndarray:
+        if not hasattr(self, "labels_"):
+            raise RuntimeError("KDAE is not fitted yet; call fit first")
+        X = check_array_2d(X)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, the model was fitted on "
+                             f"{self.n_features_in_}")  # fmt: skip
+        p = next(self.autoencoders_.parameters())
+        with thread_invariant(p.device, "KDAE"):
+            return self._assign(torch.as_tensor(np.asarray(X), dtype=p.dtype).to(p.device))
+
+    def n_parameters(self) -> int:
+        """The K auto-encoders' weights, biases and batch-normalisation scales and shifts (the
+        stage-1 auto-encoder only starts them)."""
+        if not hasattr(self, "labels_"):
+            raise RuntimeError("KDAE is not fitted yet; call fit first")
+        return int(sum(p.numel() for p in self.autoencoders_.parameters()))

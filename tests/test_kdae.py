@@ -1,0 +1,148 @@
+"""K-DAE (mixlib/models/kdae.py): the reference's architecture, the estimator contract and
+progress, same seed same labels, a given start skipping stage 1, and on digits that the trained
+K auto-encoders improve on the k-means clustering of the embedding they start from (what the
+method claims)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits, make_blobs
+
+from mixlib.metrics import clustering_accuracy
+from mixlib.models import build_model, model_spec
+from mixlib.models.kdae import KDAE, BNAutoEncoder, KerasBatchNorm, bce_with_logits
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+_TINY = dict(
+    initial_dims=(32, 32, 64, 4),
+    initial_epochs=3,
+    n_init=3,
+    cluster_dims=(16, 8, 4),
+    cluster_epochs=30,
+    joint_epochs=3,
+    batch_size=64,
+    device="cpu",
+)
+
+
+def _blobs(n=300, k=3, d=12, seed=0):
+    X, y = make_blobs(n, centers=k, n_features=d, cluster_std=1.0, random_state=seed)
+    X = X - X.min(0)
+    return (X / X.max(0)).astype(np.float32), y
+
+
+def test_architecture_is_the_reference_s_including_its_decoder():
+    """The decoder's widths are the encoder's first two reversed (``hidden_dim[1::-1]``), so the
+    initial 500-500-2000-10 encoder gets a 10-500-500 decoder; batch normalisation with Keras'
+    momentum and epsilon after every hidden layer; a sigmoid output (logits returned)."""
+    import torch
+
+    ae = BNAutoEncoder(784, (500, 500, 2000, 10)).init_(torch.Generator().manual_seed(0), "cpu",
+                                                         torch.float32)  # fmt: skip
+    widths = [m.out_features for m in ae.modules() if isinstance(m, torch.nn.Linear)]
+    assert widths == [500, 500, 2000, 10, 500, 500, 784]
+    bns = [m for m in ae.modules() if isinstance(m, KerasBatchNorm)]
+    assert len(bns) == 5 and {(b.eps, b.momentum) for b in bns} == {(1e-3, 0.01)}
+    assert all(
+        float(b.running_var.mean()) == 1.0 and float(b.weight.detach().mean()) == 1.0 for b in bns
+    )
+    # the thread-invariant batch norm and loss compute torch's values (Keras' moving variance:
+    # the biased batch variance)
+    x = torch.randn(64, 7, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    bn = KerasBatchNorm(7).double()
+    bn.reset_parameters()
+    ref = torch.nn.functional.batch_norm(x, None, None, training=True, eps=1e-3)
+    torch.testing.assert_close(bn(x), ref)
+    torch.testing.assert_close(bn.running_var, 0.99 + 0.01 * x.var(0, unbiased=False))
+    bn.eval()
+    torch.testing.assert_close(bn(x), (x - bn.running_mean) / torch.sqrt(bn.running_var + 1e-3))
+    t = torch.rand(64, 7, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    torch.testing.assert_close(
+        bce_with_logits(10 * x, t), torch.nn.functional.binary_cross_entropy_with_logits(10 * x, t)
+    )
+    d = KDAE()
+    assert (d.initial_dims, d.initial_epochs, d.n_init, d.cluster_dims) == (
+        (500, 500, 2000, 10), 10, 100, (500, 100, 10))  # fmt: skip
+    assert (d.cluster_epochs, d.joint_epochs, d.batch_size, d.lr, d.patience) == (
+        100, 40, 256, 1e-3, 10)  # fmt: skip
+    assert model_spec("kdae").constraints["batch_size"] == "int >= 2"  # read without importing
+
+
+def test_fit_contract_progress_and_same_seed_same_labels():
+    X, y = _blobs()
+    seen = []
+    m = build_model("kdae", n_clusters=3, random_state=1, **_TINY).fit(X, callback=seen.append)
+    assert m.labels_.shape == (300,) and m.labels_.dtype == np.int64
+    assert clustering_accuracy(y, m.init_labels_) > 0.9 and clustering_accuracy(y, m.labels_) > 0.9
+    assert np.array_equal(m.predict(X), m.labels_)
+    assert [p.step for p in seen] == list(range(1, 10)) and {p.total for p in seen} == {9}
+    assert [len(v) for v in m.history_.values()] == [3, 3, 3]
+    assert all(p.labels is None for p in seen[:6]) and seen[-1].labels() is not None
+    np.testing.assert_array_equal(seen[-1].labels(), m.labels_)
+    assert m.n_parameters() == sum(p.numel() for p in m.autoencoders_.parameters())
+    again = KDAE(3, random_state=1, **_TINY).fit(X)
+    assert np.array_equal(again.labels_, m.labels_)
+    assert again.history_ == m.history_
+    with pytest.raises(ValueError, match="5 features"):
+        m.predict(np.zeros((2, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match="batch_size"):
+        KDAE(3, batch_size=1).fit(X)
+
+
+def test_given_start_skips_stage_1():
+    """``init_labels`` (the workflow's init stage) are the stage-2 clusters: no stage-1
+    auto-encoder, and unlabelled points join no cluster's training."""
+    X, y = _blobs()
+    start = y.copy()
+    start[::7] = -1
+    m = KDAE(3, random_state=0, **_TINY).fit(X, init_labels=start)
+    assert m.history_["initial_loss"] == [] and np.array_equal(m.init_labels_, start)
+    assert clustering_accuracy(y, m.labels_) > 0.9
+
+
+@pytest.mark.slow
+def test_improves_on_kmeans_of_its_embedding_on_digits():
+    """What K-DAE claims: the K auto-encoders (stage 2, and after joint training) cluster
+    better than k-means of the embedding they start from (digits, the recipe with fewer
+    k-means restarts)."""
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32)
+    m = KDAE(10, random_state=0, n_init=10, device="cpu").fit(X)
+    init = clustering_accuracy(y, m.init_labels_)
+    stage2, final = clustering_accuracy(y, m.stage2_labels_), clustering_accuracy(y, m.labels_)
+    assert stage2 > init + 0.01 and final > init + 0.01, (init, stage2, final)
+
+
+@pytest.mark.slow
+def test_same_labels_at_1_and_2_threads():
+    """In a fresh process (MKL's strict mode set on import): 2 and 1 intra-op threads give
+    bitwise equal labels, batch normalisation and all."""
+    code = textwrap.dedent(
+        """
+        import numpy as np, torch
+        from mixlib.models import kdae
+        from mixlib.models import power_kmeans as pk
+        assert pk.MKL_CNR in ("strict", "no MKL"), pk.MKL_CNR
+        rng = np.random.default_rng(0)
+        X = (rng.random((400, 784)) * (rng.random((400, 784)) < 0.2)).astype(np.float32)
+        out = []
+        for nt in (2, 1):
+            torch.set_num_threads(nt)
+            m = kdae.KDAE(4, initial_epochs=2, n_init=2, cluster_epochs=3, joint_epochs=2,
+                          device="cpu", random_state=3).fit(X)
+            out.append((m.labels_, m.history_["joint_loss"]))
+        assert np.array_equal(out[0][0], out[1][0])
+        assert out[0][1] == out[1][1], out
+        print("OK", pk.MKL_CNR)
+        """
+    )
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr
