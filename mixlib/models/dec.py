@@ -573,9 +573,9 @@ class DCN(_EmbeddedClustering):
     labels_ : (N,) assignments after the final refresh.
     init_labels_ : (N,) nearest k-means centre on the pre-trained embedding.
     cluster_centers_ : (K, e) centres in the embedding.
-    history_ : "pretrain_reconstruction" per pre-training epoch; per epoch "loss",
-        "reconstruction" and "clustering" (batch means of the weighted terms), "delta_label"
-        (the fraction of assignments that changed in the epoch).
+    history_ : "pretrain_reconstruction" per pre-training epoch; per epoch "reconstruction"
+        and "clustering" (the two terms' batch means, unweighted), "loss" (their weighted sum)
+        and "delta_label" (the fraction of assignments that changed in the epoch).
     """
 
     def __init__(
