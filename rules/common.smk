@@ -97,7 +97,7 @@ def job_benchmarks():
 
 def train_infos():
     """The training jobs' info.json files: a resumed job's records the saved work of
-    earlier attempts, which its benchmark file does not count (call after train_model)."""
+    earlier attempts, which its benchmark file misses (call after train_model)."""
     info = str(rules.train_model.output.info)
     return [info.format(**r._asdict()) for r in PLAN.runs]
 
