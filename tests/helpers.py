@@ -1,5 +1,6 @@
 """Helpers shared by the test modules: the repository root, the shipped configs, running the
-real Snakefile in a temporary directory, reading MLflow runs. Fixtures are in conftest.py."""
+real Snakefile in a temporary directory, reading MLflow runs, small blob data in [0, 1].
+Fixtures are in conftest.py."""
 
 import os
 import subprocess
@@ -90,3 +91,14 @@ def split_dataset(workdir):
     meta = {"name": "s", "n_clusters": 3}
     data.save_prepared(data.Dataset(X, y, "s", (), meta, is_train), Path(workdir) / "s.npz")
     return X, y, is_train
+
+
+def scaled_blobs(n=300, k=3, d=12, seed=0):
+    """``(X, y)``: ``k`` Gaussian blobs (unit spread) of ``n`` points in ``d`` dimensions, each
+    feature min-max scaled to [0, 1], float32 (the torch models' small test data)."""
+    import numpy as np
+    from sklearn.datasets import make_blobs
+
+    X, y = make_blobs(n, centers=k, n_features=d, cluster_std=1.0, random_state=seed)
+    X = X - X.min(0)
+    return (X / X.max(0)).astype(np.float32), y

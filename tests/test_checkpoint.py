@@ -11,7 +11,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import make_blobs
+from helpers import scaled_blobs
 
 from mixlib import data, pipeline, provenance
 from mixlib.models.base import Checkpoint
@@ -29,9 +29,7 @@ class _Stop(Exception):
 
 
 def _blobs(n=200, k=3, d=10, seed=1):
-    X, y = make_blobs(n, centers=k, n_features=d, cluster_std=1.0, random_state=seed)
-    X = X - X.min(0)
-    return (X / X.max(0)).astype(np.float32), y
+    return scaled_blobs(n, k, d, seed)
 
 
 def _stop_after(step):

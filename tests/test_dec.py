@@ -14,7 +14,8 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits, make_blobs
+from helpers import scaled_blobs as _blobs
+from sklearn.datasets import load_digits
 
 from mixlib.metrics import clustering_accuracy
 from mixlib.models import build_model, model_spec
@@ -23,12 +24,6 @@ from mixlib.models.dec import DCN, DEC, IDEC, keras_kld, soft_assignment, target
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 _TINY = dict(hidden_dims=(32, 32, 64), pretrain_epochs=3, batch_size=64, device="cpu")
-
-
-def _blobs(n=300, k=3, d=12, seed=0):
-    X, y = make_blobs(n, centers=k, n_features=d, cluster_std=1.0, random_state=seed)
-    X = X - X.min(0)
-    return (X / X.max(0)).astype(np.float32), y
 
 
 def test_soft_assignment_target_and_kld_follow_their_definitions():

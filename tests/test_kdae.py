@@ -12,7 +12,8 @@ import textwrap
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits, make_blobs
+from helpers import scaled_blobs as _blobs
+from sklearn.datasets import load_digits
 
 from mixlib.metrics import clustering_accuracy
 from mixlib.models import build_model, model_spec
@@ -30,12 +31,6 @@ _TINY = dict(
     batch_size=64,
     device="cpu",
 )
-
-
-def _blobs(n=300, k=3, d=12, seed=0):
-    X, y = make_blobs(n, centers=k, n_features=d, cluster_std=1.0, random_state=seed)
-    X = X - X.min(0)
-    return (X / X.max(0)).astype(np.float32), y
 
 
 def test_architecture_is_the_reference_s_including_its_decoder():

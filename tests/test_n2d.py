@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import flushes_subnormals
+from helpers import flushes_subnormals, scaled_blobs
 from sklearn.base import clone
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
@@ -26,9 +26,7 @@ _SMALL = dict(hidden_dims=(64, 64, 128), pretrain_epochs=15, batch_size=50, devi
 
 
 def _blobs(n=300, k=4, d=10, seed=0):
-    X, y = make_blobs(n, centers=k, n_features=d, cluster_std=1.0, random_state=seed)
-    X = X - X.min(0)
-    return (X / X.max(0)).astype(np.float32), y
+    return scaled_blobs(n, k, d, seed)
 
 
 def test_n2d_recovers_blobs_and_draws(tmp_path):

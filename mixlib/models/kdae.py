@@ -56,7 +56,14 @@ from .base import (
     subnormals_flushed,
 )
 from .n2d import glorot_uniform_
-from .power_kmeans import MKL_CNR, _sq_dist_direct, kmeans_restarts, thread_invariant
+from .power_kmeans import (
+    MKL_CNR,
+    _sq_dist_direct,
+    as_input,
+    batched,
+    kmeans_restarts,
+    thread_invariant,
+)
 
 
 class KerasBatchNorm(torch.nn.Module):
@@ -146,40 +153,64 @@ class BNAutoEncoder(torch.nn.Module):
         return self.decoder(self.encoder(x))
 
 
-def train_autoencoder(
-    ae: BNAutoEncoder, Xt: torch.Tensor, gen, epochs: int, batch_size: int, patience: int, lr
+def fit_epochs(
+    module: torch.nn.Module,
+    loss_of,
+    Xt: torch.Tensor,
+    gen,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    patience: int | None = None,
+    on_epoch=None,
 ) -> list[float]:
-    """Keras' ``fit`` of ``ae`` on the rows of ``Xt``: binary cross-entropy, Adam, batches
-    reshuffled every epoch, stopped when the epoch loss has not improved for ``patience``
-    epochs; returns the epoch losses."""
+    """Keras' ``fit`` of ``module`` on the rows of ``Xt``, every stage's: Adam over its
+    parameters, batches reshuffled every epoch (a last batch of one row left out: batch
+    normalisation needs two), the batch loss ``loss_of(xb)``; the epoch loss is the batch losses
+    weighted by their sizes. Stopped when it has not improved for ``patience`` epochs (None:
+    never); ``on_epoch(epoch, loss)`` after each epoch, the module in inference mode. Returns
+    the epoch losses."""
     N = Xt.shape[0]
-    opt = adam(ae.parameters(), lr=lr, eps=1e-7)
-    ae.train()
+    opt = adam(module.parameters(), lr=lr, eps=1e-7)
     losses, best, waited = [], math.inf, 0
-    for _ in range(epochs):
+    for epoch in range(epochs):
+        module.train()
         perm = torch.randperm(N, generator=gen).to(Xt.device)
         total = torch.zeros((), dtype=Xt.dtype, device=Xt.device)
         for i in range(0, N, batch_size):
             idx = perm[i : i + batch_size]
-            if idx.numel() < 2:  # batch normalisation needs two rows
+            if idx.numel() < 2:
                 continue
-            xb = Xt[idx]
-            loss = bce_with_logits(ae(xb), xb)
+            loss = loss_of(Xt[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += loss.detach() * idx.numel()
+        module.eval()
         losses.append(float(total) / N)
         if not math.isfinite(losses[-1]):
-            raise FloatingPointError(f"K-DAE auto-encoder loss became {losses[-1]}")
+            raise FloatingPointError(f"K-DAE loss became {losses[-1]} at epoch {epoch + 1}")
+        if on_epoch is not None:
+            on_epoch(epoch, losses[-1])
         if losses[-1] < best:
             best, waited = losses[-1], 0
         else:
             waited += 1
-            if waited >= patience:
+            if patience is not None and waited >= patience:
                 break
-    ae.eval()
     return losses
+
+
+def train_autoencoder(
+    ae: BNAutoEncoder, Xt: torch.Tensor, gen, epochs, batch_size, patience, lr, on_epoch=None
+) -> list[float]:
+    """An auto-encoder alone on the rows of ``Xt`` (stages 1 and 2): binary cross-entropy of its
+    sigmoid output, early stopping (:func:`fit_epochs`)."""
+
+    def loss_of(xb):
+        return bce_with_logits(ae(xb), xb)
+
+    return fit_epochs(ae, loss_of, Xt, gen, epochs, batch_size, lr, patience, on_epoch)
 
 
 @register("kdae")
@@ -295,10 +326,13 @@ class KDAE(TorchModel):
         # 1. an auto-encoder of all the data, k-means on its embedding
         if lab is None:
             ae = BNAutoEncoder(d, tuple(int(h) for h in self.initial_dims)).init_(gen, dev, dt)
-            for epoch, loss in enumerate(train_autoencoder(ae, Xt, gen, stage1, bs, pat, lr)):
+
+            def initial_epoch(epoch, loss):
                 self.history_["initial_loss"].append(loss)
                 call(callback, Progress(epoch + 1, total, {"initial_loss": loss}))
-            Z = self._batched(ae.encoder, Xt).double().cpu().numpy()
+
+            train_autoencoder(ae, Xt, gen, stage1, bs, pat, lr, initial_epoch)
+            Z = batched(ae.encoder, Xt).double().cpu().numpy()
             C, _ = kmeans_restarts(Z, K, rng, int(self.n_init))
             lab = _sq_dist_direct(Z, C).argmin(1).astype(np.int64)
         self.init_labels_ = lab
@@ -320,34 +354,18 @@ class KDAE(TorchModel):
         self.stage2_labels_ = self._assign(Xt)
 
         # 3. all K together on the smallest reconstruction error
-        N = Xt.shape[0]
-        opt = adam(self.autoencoders_.parameters(), lr=lr, eps=1e-7)
-        for epoch in range(int(self.joint_epochs)):
-            self.autoencoders_.train()
-            perm = torch.randperm(N, generator=gen).to(dev)
-            total_loss = torch.zeros((), dtype=dt, device=dev)
-            for i in range(0, N, bs):
-                idx = perm[i : i + bs]
-                if idx.numel() < 2:
-                    continue
-                xb = Xt[idx]
-                err = self._errors(xb).min(1).values  # (B,)
-                loss = (err.new_full((1, err.shape[0]), 1.0 / err.shape[0]) @ err)[0]
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total_loss += loss.detach() * idx.numel()
-            self.autoencoders_.eval()
-            mean = float(total_loss) / N
-            if not math.isfinite(mean):
-                raise FloatingPointError(f"K-DAE joint loss became {mean}")
-            self.history_["joint_loss"].append(mean)
+        def joint_loss(xb):
+            err = self._errors(xb).min(1).values  # (B,)
+            return (err.new_full((1, err.shape[0]), 1.0 / err.shape[0]) @ err)[0]
+
+        def joint_epoch(epoch, loss):
+            self.history_["joint_loss"].append(loss)
             step = stage1 + K + epoch + 1
-            call(
-                callback,
-                Progress(step, total, {"joint_loss": mean}, labels=lambda: self._assign(Xt)),
-            )
-        self.autoencoders_.eval()
+            progress = Progress(step, total, {"joint_loss": loss}, labels=lambda: self._assign(Xt))
+            call(callback, progress)
+
+        epochs = int(self.joint_epochs)
+        fit_epochs(self.autoencoders_, joint_loss, Xt, gen, epochs, bs, lr, None, joint_epoch)
         self.labels_ = self._assign(Xt)
         self.n_features_in_ = d
         return self
@@ -358,27 +376,18 @@ class KDAE(TorchModel):
         cols = [(xb - torch.sigmoid(ae(xb))).norm(dim=1) for ae in self.autoencoders_]
         return torch.stack(cols, 1)
 
-    @staticmethod
-    def _batched(f, Xt: torch.Tensor, batch: int = 4096) -> torch.Tensor:
-        with torch.inference_mode():
-            return torch.cat([f(Xt[i : i + batch]) for i in range(0, len(Xt), batch)])
-
     def _assign(self, Xt: torch.Tensor) -> np.ndarray:
         """The auto-encoder of the smallest reconstruction error per row (inference mode)."""
         self.autoencoders_.eval()
-        err = self._batched(self._errors, Xt)
+        err = batched(self._errors, Xt)
         return err.argmin(1).cpu().numpy().astype(np.int64)
 
     def predict(self, X) -> np.ndarray:
         if not hasattr(self, "labels_"):
             raise RuntimeError("KDAE is not fitted yet; call fit first")
-        X = check_array_2d(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features, the model was fitted on "
-                             f"{self.n_features_in_}")  # fmt: skip
-        p = next(self.autoencoders_.parameters())
-        with thread_invariant(p.device, "KDAE"):
-            return self._assign(torch.as_tensor(np.asarray(X), dtype=p.dtype).to(p.device))
+        Xt = as_input(X, self.autoencoders_[0].encoder[0].weight)
+        with thread_invariant(Xt.device, "KDAE"):
+            return self._assign(Xt)
 
     def n_parameters(self) -> int:
         """The K auto-encoders' weights, biases and batch-normalisation scales and shifts (the

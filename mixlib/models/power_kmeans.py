@@ -520,17 +520,27 @@ class _AutoEncoder(torch.nn.Module):
 
     def embed(self, Xt: torch.Tensor, batch: int = 4096) -> torch.Tensor:
         """The encoder's output for the rows of ``Xt``, in batches, without autograd."""
-        with torch.inference_mode():
-            return torch.cat([self.encoder(Xt[i : i + batch]) for i in range(0, len(Xt), batch)])
+        return batched(self.encoder, Xt, batch)
 
     def as_input(self, X) -> torch.Tensor:
         """``X`` checked (2-D, the feature count the encoder takes) as a tensor of the weights'
         dtype on their device."""
-        X = check_array_2d(X)
-        w = self.encoder[0].weight
-        if X.shape[1] != w.shape[1]:
-            raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {w.shape[1]}")
-        return torch.as_tensor(np.asarray(X), dtype=w.dtype).to(w.device)
+        return as_input(X, self.encoder[0].weight)
+
+
+def batched(f, Xt: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+    """``f`` of the rows of ``Xt`` in batches of ``batch``, concatenated, without autograd."""
+    with torch.inference_mode():
+        return torch.cat([f(Xt[i : i + batch]) for i in range(0, len(Xt), batch)])
+
+
+def as_input(X, w: torch.Tensor) -> torch.Tensor:
+    """``X`` checked (2-D, the feature count of the first layer's weight ``w``, out x in) as a
+    tensor of ``w``'s dtype on its device."""
+    X = check_array_2d(X)
+    if X.shape[1] != w.shape[1]:
+        raise ValueError(f"X has {X.shape[1]} features, the model was fitted on {w.shape[1]}")
+    return torch.as_tensor(np.asarray(X), dtype=w.dtype).to(w.device)
 
 
 class _IntraOpThreads:
