@@ -304,8 +304,8 @@ SHIPPED_CONFIGS = [
     ("umap_ensemble", 21),
     ("mixmate_umap", 21),
     ("mixmate_umap_fashion", 21),
-    ("deep_70k", 85),
-    ("kdae", 31),
+    ("deep_70k", 97),
+    ("kdae", 43),
 ]
 
 

@@ -103,6 +103,12 @@ class KerasBatchNorm(torch.nn.Module):
         return xc * (self.weight * torch.rsqrt(var + self.eps)) + self.bias
 
 
+def batch_mean(v: torch.Tensor) -> torch.Tensor:
+    """The mean of a 1-D tensor as a matrix product (thread-invariant, see
+    :class:`KerasBatchNorm`)."""
+    return (v.new_full((1, v.shape[0]), 1.0 / v.shape[0]) @ v)[0]
+
+
 def bce_with_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Keras' ``binary_crossentropy`` of a sigmoid output from its logits, the mean over
     features and batch taken as matrix products (thread-invariant, see
@@ -112,6 +118,21 @@ def bce_with_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (loss.new_full((1, B), 1.0 / B) @ loss @ loss.new_full((d, 1), 1.0 / d))[0, 0]
 
 
+def bn_mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> torch.nn.Sequential:
+    """Keras-style ``Dense -> BatchNormalization -> ReLU`` per hidden width, then a linear
+    ``out_dim`` layer (built on the meta device; :meth:`BNAutoEncoder.init_` fills it)."""
+    layers, prev = [], in_dim
+    for h in hidden:
+        layers += [
+            torch.nn.Linear(prev, h, device="meta"),
+            KerasBatchNorm(h, device="meta"),
+            torch.nn.ReLU(),
+        ]
+        prev = h
+    layers.append(torch.nn.Linear(prev, out_dim, device="meta"))
+    return torch.nn.Sequential(*layers)
+
+
 class BNAutoEncoder(torch.nn.Module):
     """The reference's auto-encoder: ``Linear -> BatchNorm -> ReLU`` per encoder width but the
     last (the linear embedding), a decoder of the first two widths reversed, a sigmoid output
@@ -119,38 +140,26 @@ class BNAutoEncoder(torch.nn.Module):
 
     def __init__(self, in_dim: int, hidden: tuple[int, ...]):
         super().__init__()
-
-        def block(a, b):
-            return [
-                torch.nn.Linear(a, b, device="meta"),
-                KerasBatchNorm(b, device="meta"),
-                torch.nn.ReLU(),
-            ]
-
-        enc, prev = [], in_dim
-        for h in hidden[:-1]:
-            enc += block(prev, h)
-            prev = h
-        enc.append(torch.nn.Linear(prev, hidden[-1], device="meta"))
-        dec, prev = [], hidden[-1]
-        for h in hidden[1::-1]:
-            dec += block(prev, h)
-            prev = h
-        dec.append(torch.nn.Linear(prev, in_dim, device="meta"))
-        self.encoder = torch.nn.Sequential(*enc)
-        self.decoder = torch.nn.Sequential(*dec)
+        self.encoder = bn_mlp(in_dim, hidden[:-1], hidden[-1])
+        self.decoder = bn_mlp(hidden[-1], hidden[1::-1], in_dim)
 
     def init_(self, gen: torch.Generator, device, dtype) -> BNAutoEncoder:
-        """Keras' initial state: Glorot-uniform weights from ``gen``, zero biases, batch
-        normalisation's scale 1, shift 0, moving mean 0 and variance 1."""
-        glorot_uniform_(self, gen, device, dtype)
-        for m in self.modules():
-            if isinstance(m, KerasBatchNorm):
-                m.reset_parameters()
-        return self
+        """Keras' initial state (:func:`keras_init_`)."""
+        return keras_init_(self, gen, device, dtype)
 
     def forward(self, x):
         return self.decoder(self.encoder(x))
+
+
+def keras_init_(net: torch.nn.Module, gen: torch.Generator, device, dtype):
+    """Keras' initial state of a network of :func:`bn_mlp` blocks: Glorot-uniform weights from
+    ``gen``, zero biases, batch normalisation's scale 1, shift 0, moving mean 0 and variance 1.
+    Returns ``net``."""
+    glorot_uniform_(net, gen, device, dtype)
+    for m in net.modules():
+        if isinstance(m, KerasBatchNorm):
+            m.reset_parameters()
+    return net
 
 
 def fit_epochs(
@@ -189,7 +198,7 @@ def fit_epochs(
         module.eval()
         losses.append(float(total) / N)
         if not math.isfinite(losses[-1]):
-            raise FloatingPointError(f"K-DAE loss became {losses[-1]} at epoch {epoch + 1}")
+            raise FloatingPointError(f"the loss became {losses[-1]} at epoch {epoch + 1}")
         if on_epoch is not None:
             on_epoch(epoch, losses[-1])
         if losses[-1] < best:
@@ -309,7 +318,7 @@ class KDAE(TorchModel):
         lab = check_init_labels(init_labels, X.shape[0], self.n_clusters)
         dev = self._torch_device()
         self.mkl_cnr_ = MKL_CNR
-        with thread_invariant(dev, "KDAE"), subnormals_flushed(self.flush_denormal):
+        with thread_invariant(dev, type(self).__name__), subnormals_flushed(self.flush_denormal):
             return self._fit(X, lab, dev, callback)
 
     def _fit(self, X, lab, dev, callback):
@@ -319,7 +328,7 @@ class KDAE(TorchModel):
         Xt = torch.as_tensor(np.asarray(X), dtype=dt).to(dev)
         d = Xt.shape[1]
         stage1 = 0 if lab is not None else int(self.initial_epochs)
-        total = stage1 + K + int(self.joint_epochs)
+        total = stage1 + K + self._n_joint_steps()
         self.history_ = {"initial_loss": [], "cluster_loss": [], "joint_loss": []}
         bs, lr, pat = int(self.batch_size), float(self.lr), int(self.patience)
 
@@ -352,28 +361,38 @@ class KDAE(TorchModel):
             self.history_["cluster_loss"].append(last)
             call(callback, Progress(stage1 + k + 1, total, {"cluster_loss": last}))
         self.stage2_labels_ = self._assign(Xt)
-
-        # 3. all K together on the smallest reconstruction error
-        def joint_loss(xb):
-            err = self._errors(xb).min(1).values  # (B,)
-            return (err.new_full((1, err.shape[0]), 1.0 / err.shape[0]) @ err)[0]
-
-        def joint_epoch(epoch, loss):
-            self.history_["joint_loss"].append(loss)
-            step = stage1 + K + epoch + 1
-            progress = Progress(step, total, {"joint_loss": loss}, labels=lambda: self._assign(Xt))
-            call(callback, progress)
-
-        epochs = int(self.joint_epochs)
-        fit_epochs(self.autoencoders_, joint_loss, Xt, gen, epochs, bs, lr, None, joint_epoch)
-        self.labels_ = self._assign(Xt)
+        self._fit_joint(Xt, gen, stage1 + K, total, callback)
+        self.labels_ = self._labels(Xt)
         self.n_features_in_ = d
         return self
 
+    def _n_joint_steps(self) -> int:
+        return int(self.joint_epochs)
+
+    def _fit_joint(self, Xt, gen, done, total, callback) -> None:
+        """3. all K together on the smallest reconstruction error (progress steps from
+        ``done + 1``)."""
+
+        def joint_loss(xb):
+            return batch_mean(self._errors(xb).min(1).values)
+
+        def joint_epoch(epoch, loss):
+            self.history_["joint_loss"].append(loss)
+            step = done + epoch + 1
+            progress = Progress(step, total, {"joint_loss": loss}, labels=lambda: self._labels(Xt))
+            call(callback, progress)
+
+        epochs, bs, lr = int(self.joint_epochs), int(self.batch_size), float(self.lr)
+        fit_epochs(self.autoencoders_, joint_loss, Xt, gen, epochs, bs, lr, None, joint_epoch)
+
     # -- inference ------------------------------------------------------------------------------
-    def _errors(self, xb: torch.Tensor) -> torch.Tensor:
-        """(B, K) Euclidean reconstruction errors of the rows of ``xb`` by each auto-encoder."""
-        cols = [(xb - torch.sigmoid(ae(xb))).norm(dim=1) for ae in self.autoencoders_]
+    def _errors(self, xb: torch.Tensor, squared: bool = False) -> torch.Tensor:
+        """(B, K) Euclidean reconstruction errors (or their squares) of the rows of ``xb`` by
+        each auto-encoder."""
+        if squared:
+            cols = [((xb - torch.sigmoid(ae(xb))) ** 2).sum(1) for ae in self.autoencoders_]
+        else:
+            cols = [(xb - torch.sigmoid(ae(xb))).norm(dim=1) for ae in self.autoencoders_]
         return torch.stack(cols, 1)
 
     def _assign(self, Xt: torch.Tensor) -> np.ndarray:
@@ -382,16 +401,152 @@ class KDAE(TorchModel):
         err = batched(self._errors, Xt)
         return err.argmin(1).cpu().numpy().astype(np.int64)
 
+    def _labels(self, Xt: torch.Tensor) -> np.ndarray:
+        """The clusters the model reports: K-DAE's are :meth:`_assign`'s."""
+        return self._assign(Xt)
+
     def predict(self, X) -> np.ndarray:
+        name = type(self).__name__
         if not hasattr(self, "labels_"):
-            raise RuntimeError("KDAE is not fitted yet; call fit first")
+            raise RuntimeError(f"{name} is not fitted yet; call fit first")
         Xt = as_input(X, self.autoencoders_[0].encoder[0].weight)
-        with thread_invariant(Xt.device, "KDAE"):
-            return self._assign(Xt)
+        with thread_invariant(Xt.device, name):
+            return self._labels(Xt)
 
     def n_parameters(self) -> int:
         """The K auto-encoders' weights, biases and batch-normalisation scales and shifts (the
         stage-1 auto-encoder only starts them)."""
         if not hasattr(self, "labels_"):
-            raise RuntimeError("KDAE is not fitted yet; call fit first")
+            raise RuntimeError(f"{type(self).__name__} is not fitted yet; call fit first")
         return int(sum(p.numel() for p in self.autoencoders_.parameters()))
+
+
+@register("damic")
+class DAMIC(KDAE):
+    """DAMIC: a mixture of K auto-encoders gated by a clustering network.
+
+    Chazan, Gannot & Goldberger, "Deep Clustering Based on a Mixture of Autoencoders", MLSP 2019
+    (arXiv:1812.06535); MixMate's Table 1 DAMIC column. A clustering network gives
+    ``p(k | x)``; auto-encoder ``k`` reconstructs ``x`` as ``x^_k``; the model is the mixture
+    of unit-variance Gaussians centred on the reconstructions, and all networks are trained
+    together on its negative log-likelihood ``-mean_i log sum_k p(k | x_i) exp(-||x_i -
+    x^_k(x_i)||^2 / 2)`` (no other term: the gate cannot collapse the data because each expert
+    must still reconstruct its points). A point's cluster is the clustering network's
+    ``argmax_k p(k | x)``.
+
+    Its start is the paper's: an auto-encoder on all the data and k-means on its embedding; one
+    auto-encoder per cluster trained on its points; the clustering network trained to predict
+    the k-means clusters (cross-entropy). The authors published no code, so the networks and
+    schedules are K-DAE's (:class:`KDAE`: the same group's follow-up, whose Keras code is
+    public), stages 1 and 2 shared with it; the clustering network is a ``Dense -> batch norm
+    -> ReLU`` MLP of DEC's widths (``gate_dims`` 500-500-2000) and a softmax; Adam, lr 1e-3,
+    batches of 256 throughout, ``gate_epochs`` of the gate's pre-training, ``joint_epochs`` of
+    the joint phase. Parameters as :class:`KDAE`, plus ``gate_dims`` (tuple of int, default
+    (500, 500, 2000)) and ``gate_epochs`` (int >= 1, default 20).
+
+    Attributes as :class:`KDAE`'s (``labels_`` the gate's argmax after the joint phase;
+    ``stage2_labels_`` the K auto-encoders' smallest-error assignment before it), with
+    ``gate_`` (the clustering network, logits out) and ``history_["gate_loss"]`` per gate
+    pre-training epoch (cross-entropy); ``history_["joint_loss"]`` is the negative
+    log-likelihood per joint epoch.
+    """
+
+    def __init__(
+        self,
+        n_clusters=10,
+        initial_dims=(500, 500, 2000, 10),
+        initial_epochs=10,
+        n_init=100,
+        cluster_dims=(500, 100, 10),
+        cluster_epochs=100,
+        gate_dims=(500, 500, 2000),
+        gate_epochs=20,
+        joint_epochs=40,
+        batch_size=256,
+        lr=1e-3,
+        patience=10,
+        flush_denormal=True,
+        device="auto",
+        dtype="float32",
+        random_state=None,
+    ):
+        super().__init__(
+            n_clusters=n_clusters,
+            initial_dims=initial_dims,
+            initial_epochs=initial_epochs,
+            n_init=n_init,
+            cluster_dims=cluster_dims,
+            cluster_epochs=cluster_epochs,
+            joint_epochs=joint_epochs,
+            batch_size=batch_size,
+            lr=lr,
+            patience=patience,
+            flush_denormal=flush_denormal,
+            device=device,
+            dtype=dtype,
+            random_state=random_state,
+        )
+        self.gate_dims = gate_dims
+        self.gate_epochs = gate_epochs
+
+    _parameter_constraints = {
+        **KDAE._parameter_constraints,
+        "gate_dims": "ints >= 1",
+        "gate_epochs": "int >= 1",
+    }
+
+    def _n_joint_steps(self) -> int:
+        return int(self.gate_epochs) + int(self.joint_epochs)
+
+    def _fit_joint(self, Xt, gen, done, total, callback) -> None:
+        """The clustering network: trained on the start's clusters (points without one left
+        out), then with the K auto-encoders on the mixture's negative log-likelihood."""
+        K, bs, lr = int(self.n_clusters), int(self.batch_size), float(self.lr)
+        dims = tuple(int(h) for h in self.gate_dims)
+        self.gate_ = keras_init_(bn_mlp(Xt.shape[1], dims, K), gen, Xt.device, Xt.dtype)
+        self.history_["gate_loss"] = []
+        start = torch.as_tensor(self.init_labels_, device=Xt.device)
+        rows = torch.nonzero(start >= 0).flatten()
+        target = torch.full((Xt.shape[0], K), 0.0, dtype=Xt.dtype, device=Xt.device)
+        target[rows, start[rows]] = 1.0
+        XY = torch.cat([Xt, target], 1)[rows]  # the rows and their one-hot targets together
+        d = Xt.shape[1]
+
+        def gate_loss(xy):
+            logp = torch.log_softmax(self.gate_(xy[:, :d]), 1)
+            return batch_mean(-(logp * xy[:, d:]).sum(1))
+
+        def gate_epoch(epoch, loss):
+            self.history_["gate_loss"].append(loss)
+            call(callback, Progress(done + epoch + 1, total, {"gate_loss": loss}))
+
+        fit_epochs(self.gate_, gate_loss, XY, gen, int(self.gate_epochs), bs, lr, None, gate_epoch)
+        done += int(self.gate_epochs)
+
+        def joint_loss(xb):
+            return batch_mean(-torch.logsumexp(self._log_joint(xb), 1))
+
+        def joint_epoch(epoch, loss):
+            self.history_["joint_loss"].append(loss)
+            step = done + epoch + 1
+            progress = Progress(step, total, {"joint_loss": loss}, labels=lambda: self._labels(Xt))
+            call(callback, progress)
+
+        nets = torch.nn.ModuleList([self.gate_, self.autoencoders_])
+        epochs = int(self.joint_epochs)
+        fit_epochs(nets, joint_loss, Xt, gen, epochs, bs, lr, None, joint_epoch)
+
+    def _log_joint(self, xb: torch.Tensor) -> torch.Tensor:
+        """(B, K) ``log p(k | x) - ||x - x^_k||^2 / 2`` (the mixture's log terms up to a
+        constant)."""
+        return torch.log_softmax(self.gate_(xb), 1) - 0.5 * self._errors(xb, squared=True)
+
+    def _labels(self, Xt: torch.Tensor) -> np.ndarray:
+        """The clustering network's most probable cluster per row (inference mode)."""
+        self.gate_.eval()
+        return batched(self.gate_, Xt).argmax(1).cpu().numpy().astype(np.int64)
+
+    def n_parameters(self) -> int:
+        """The K auto-encoders' and the clustering network's parameters."""
+        gate = sum(p.numel() for p in self.gate_.parameters()) if hasattr(self, "gate_") else 0
+        return super().n_parameters() + int(gate)
