@@ -328,6 +328,9 @@ def pretrain_autoencoder(
     t0 = time.perf_counter()
     state = model.pretrain(ds.X[fit], callback=monitor, checkpoint=checkpoint)
     seconds = time.perf_counter() - t0
+    # the earlier attempts' saved work, which this job's benchmark misses: the training jobs
+    # that load this state copy it into their info.json for the tables' wall time
+    state["resumed_seconds"] = checkpoint.resumed_seconds
     with atomic_path(out_state) as tmp:
         torch.save(state, tmp)
     checkpoint.remove()
@@ -419,6 +422,9 @@ def train_model(
         "missing_frac": _missing_frac(model),
         "resumed_seconds": 0.0 if checkpoint is None else checkpoint.resumed_seconds,
     }
+    if pretrained_path:  # shared by the models of one recipe: counted once by the tables
+        resumed = float(extra["pretrained"].get("resumed_seconds", 0.0))
+        info["pretrained"] = {"path": str(pretrained_path), "resumed_seconds": resumed}
     write_json(out_info, info)
     tracker.log_metrics({"fit_seconds": seconds, "n_parameters": info["n_parameters"]})
     tracker.log_history(history)

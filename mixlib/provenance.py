@@ -103,16 +103,20 @@ def _earlier_invocations(log: Path, current: dict) -> list[str]:
 def resumed_seconds(infos) -> tuple[float, int]:
     """(sum of ``resumed_seconds``, number of jobs with any) over training jobs' ``info.json``
     files that exist: the saved work of earlier attempts that a resumed job built on, which
-    Snakemake's benchmark file (the last attempt's) does not count."""
-    total, n = 0.0, 0
+    Snakemake's benchmark file (the last attempt's) does not count. A shared pre-training job's
+    (``pretrained``: its path and resumed seconds, in the info of every model that loaded it)
+    counts once."""
+    per_job = {}
     for p in infos:
         if not Path(p).is_file():
             continue
-        s = float(json.loads(Path(p).read_text()).get("resumed_seconds") or 0.0)
-        if s > 0:
-            total += s
-            n += 1
-    return total, n
+        info = json.loads(Path(p).read_text())
+        per_job[str(p)] = float(info.get("resumed_seconds") or 0.0)
+        pre = info.get("pretrained") or {}
+        if pre.get("path"):
+            per_job[pre["path"]] = float(pre.get("resumed_seconds") or 0.0)
+    resumed = [s for s in per_job.values() if s > 0]
+    return sum(resumed), len(resumed)
 
 
 def describe(invocation_path, benchmarks=(), infos=()) -> dict:
@@ -150,7 +154,7 @@ def describe(invocation_path, benchmarks=(), infos=()) -> dict:
         if n_resumed:
             out["jobs wall time"] += (
                 f", of which {earlier / 60:.1f} min by earlier attempts that {n_resumed} resumed "
-                "training job(s) built on (their info.json)"
+                "training or pre-training job(s) built on (their info.json)"
             )
     return out
 

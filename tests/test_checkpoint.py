@@ -239,3 +239,22 @@ def test_train_job_killed_part_way_resumes_and_removes_its_checkpoint(
     got = pretrain(tmp_path / "ae.pt")
     assert got["history"] == ref["history"] and not (tmp_path / "ae.pt.checkpoint").exists()
     _assert_same_weights(got["state_dict"], ref["state_dict"])
+    # its earlier attempts' work reaches the tables through the info of a model that loads it
+    assert got["resumed_seconds"] > 0.0 == ref["resumed_seconds"]
+    pipeline.train_model(
+        data_path=data_path,
+        init_path=None,
+        kind="dec",
+        params=dict(_DEC, max_iter=2),
+        seed=0,
+        eval_every=None,
+        out_labels=str(tmp_path / "dec.npz"),
+        out_info=str(tmp_path / "dec.json"),
+        pretrained_path=str(tmp_path / "ae.pt"),
+    )
+    dec_info = json.loads((tmp_path / "dec.json").read_text())
+    assert dec_info["pretrained"] == {
+        "path": str(tmp_path / "ae.pt"),
+        "resumed_seconds": got["resumed_seconds"],
+    }
+    assert provenance.resumed_seconds([tmp_path / "dec.json"]) == (got["resumed_seconds"], 1)

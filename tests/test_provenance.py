@@ -61,10 +61,16 @@ def test_jobs_wall_time_counts_the_earlier_attempts_of_resumed_jobs(tmp_path):
                                                            tmp_path / "missing.json"])  # fmt: skip
     assert out["jobs wall time"] == (
         "5.0 min summed over the 1 benchmarked jobs behind the table (whichever invocation ran "
-        "them), of which 4.0 min by earlier attempts that 1 resumed training job(s) built on "
-        "(their info.json)"
+        "them), of which 4.0 min by earlier attempts that 1 resumed training or pre-training "
+        "job(s) built on (their info.json)"
     )
     assert provenance.resumed_seconds([]) == (0.0, 0)
+    # a resumed pre-training job, shared by two models (each info names it): counted once
+    pre = {"path": "results/pretrain/m/dec-1/seed0/autoencoder.pt", "resumed_seconds": 120.0}
+    for i in (2, 3):
+        infos.append(tmp_path / f"info{i}.json")
+        infos[-1].write_text(json.dumps({"resumed_seconds": 0.0, "pretrained": pre}))
+    assert provenance.resumed_seconds(infos) == (360.0, 2)
 
 
 def test_describe_names_the_earlier_invocations_of_the_same_results(tmp_path):
