@@ -128,9 +128,8 @@ def test_damic_contract_likelihood_and_gate():
     # steps (momentum 0.99) before inference mode predicts what the training batches learned
     m = build_model("damic", n_clusters=3, random_state=2, **kw).fit(X, callback=seen.append)
     assert [p.step for p in seen] == list(range(1, 40)) and {p.total for p in seen} == {39}
-    stages = ("initial_loss", "cluster_loss", "gate_loss")
-    assert [len(m.history_[k]) for k in stages] == [3, 3, 30]
-    assert len(m.history_["joint_loss"]) == 3
+    assert [(k, len(v)) for k, v in m.history_.items()] == [  # in the order they ran (figures')
+        ("initial_loss", 3), ("cluster_loss", 3), ("gate_loss", 30), ("joint_loss", 3)]  # fmt: skip
     assert clustering_accuracy(y, m.labels_) > 0.9 and np.array_equal(m.predict(X), m.labels_)
     np.testing.assert_array_equal(seen[-1].labels(), m.labels_)
     Xt = torch.as_tensor(X)
@@ -161,6 +160,40 @@ def test_damic_contract_likelihood_and_gate():
     assert g.history_["gate_loss"][-1] < 0.5 * g.history_["gate_loss"][0]
     with pytest.raises(ValueError, match="gate_epochs"):
         DAMIC(3, gate_epochs=0).fit(X)
+
+
+@pytest.mark.parametrize("kind", ["kdae", "damic"])
+def test_the_train_job_runs_it(tmp_path, kind):
+    """The workflow's train job (mixlib.pipeline.train_model) on K-DAE and DAMIC: labels, the
+    k-means start as the INIT labels, info with the stage curves and accuracy per epoch, and
+    the curves figure."""
+    import json
+
+    from mixlib import data, pipeline
+
+    X, y = _blobs()
+    path = tmp_path / "b.npz"
+    data.save_prepared(data.Dataset(X, y, "b", (), {"name": "b", "n_clusters": 3}, None), path)
+    params = dict(_TINY, **({"gate_dims": [16], "gate_epochs": 30} if kind == "damic" else {}))
+    pipeline.train_model(
+        data_path=str(path),
+        init_path=None,
+        kind=kind,
+        params=params,
+        seed=0,
+        eval_every=1,
+        out_labels=str(tmp_path / "labels.npz"),
+        out_info=str(tmp_path / "info.json"),
+        artifact_dir=str(tmp_path / "figures"),
+    )
+    out = np.load(tmp_path / "labels.npz")
+    assert clustering_accuracy(y, out["labels"]) > 0.9
+    assert clustering_accuracy(y, out["init_labels"]) > 0.9
+    info = json.loads((tmp_path / "info.json").read_text())
+    stages = ["initial_loss", "cluster_loss", *(["gate_loss"] if kind == "damic" else [])]
+    assert {*stages, "joint_loss"} <= set(info["history"])
+    assert info["history"]["acc"][-1] == pytest.approx(clustering_accuracy(y, out["labels"]))
+    assert (tmp_path / "figures" / "curves.png").stat().st_size > 0
 
 
 @pytest.mark.slow

@@ -290,6 +290,8 @@ class KDAE(TorchModel):
         self.dtype = dtype
         self.random_state = random_state
 
+    _history_keys = ("initial_loss", "cluster_loss", "joint_loss")
+
     _parameter_constraints = {
         "n_clusters": "int >= 1",
         "initial_dims": "ints >= 1",
@@ -329,7 +331,7 @@ class KDAE(TorchModel):
         d = Xt.shape[1]
         stage1 = 0 if lab is not None else int(self.initial_epochs)
         total = stage1 + K + self._n_joint_steps()
-        self.history_ = {"initial_loss": [], "cluster_loss": [], "joint_loss": []}
+        self.history_ = {k: [] for k in self._history_keys}
         bs, lr, pat = int(self.batch_size), float(self.lr), int(self.patience)
 
         # 1. an auto-encoder of all the data, k-means on its embedding
@@ -489,6 +491,8 @@ class DAMIC(KDAE):
         self.gate_dims = gate_dims
         self.gate_epochs = gate_epochs
 
+    _history_keys = ("initial_loss", "cluster_loss", "gate_loss", "joint_loss")
+
     _parameter_constraints = {
         **KDAE._parameter_constraints,
         "gate_dims": "ints >= 1",
@@ -504,10 +508,9 @@ class DAMIC(KDAE):
         K, bs, lr = int(self.n_clusters), int(self.batch_size), float(self.lr)
         dims = tuple(int(h) for h in self.gate_dims)
         self.gate_ = keras_init_(bn_mlp(Xt.shape[1], dims, K), gen, Xt.device, Xt.dtype)
-        self.history_["gate_loss"] = []
         start = torch.as_tensor(self.init_labels_, device=Xt.device)
         rows = torch.nonzero(start >= 0).flatten()
-        target = torch.full((Xt.shape[0], K), 0.0, dtype=Xt.dtype, device=Xt.device)
+        target = torch.zeros((Xt.shape[0], K), dtype=Xt.dtype, device=Xt.device)
         target[rows, start[rows]] = 1.0
         XY = torch.cat([Xt, target], 1)[rows]  # the rows and their one-hot targets together
         d = Xt.shape[1]
