@@ -235,3 +235,86 @@ def test_same_labels_at_1_and_2_threads(cls, extra):
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(
+    "kind, stop, first",
+    # a stop raised by the progress callback of an epoch comes before that epoch's save, so
+    # the resumed fit does that epoch again; a cluster's progress comes after its saved loop
+    [
+        ("damic", 2, 2),  # in stage 1
+        ("damic", 3, 3),  # stage 1's last epoch: it again, the k-means again, then stage 2
+        ("damic", 5, 5),  # after cluster 1's auto-encoder: reported again, then cluster 2
+        ("damic", 8, 8),  # in the gate's pre-training
+        ("damic", 12, 12),  # in the joint phase
+        ("kdae", 5, 5),
+        ("kdae", 7, 6),  # the joint phase's first epoch: from the end of stage 2
+    ],
+)
+def test_stopped_part_way_resumes_to_the_uninterrupted_fit(tmp_path, kind, stop, first):
+    """A fit stopped in any stage (a job killed) and run again with the same checkpoint ends
+    as the uninterrupted fit: labels, stage-2 labels, curves and networks, bit for bit."""
+    from mixlib.models.base import Checkpoint
+
+    class Stop(Exception):
+        pass
+
+    def stop_at(p):
+        if p.step == stop:
+            raise Stop
+
+    X, _ = _blobs()
+    kw = dict(_TINY, **({"gate_dims": (16,), "gate_epochs": 4} if kind == "damic" else {}))
+    ref = build_model(kind, n_clusters=3, random_state=4, **kw).fit(X)
+    ck = Checkpoint(tmp_path / "ck", every_s=0)
+    with pytest.raises(Stop):
+        build_model(kind, n_clusters=3, random_state=4, **kw).fit(
+            X, callback=stop_at, checkpoint=ck
+        )
+    steps = []
+    m = build_model(kind, n_clusters=3, random_state=4, **kw)
+    m.fit(X, callback=lambda p: steps.append(p.step), checkpoint=ck)
+    assert steps == list(range(first, 14 if kind == "damic" else 10))
+    assert m.history_ == ref.history_
+    for a, b in (("labels_", "labels_"), ("stage2_labels_", "stage2_labels_")):
+        np.testing.assert_array_equal(getattr(m, a), getattr(ref, b))
+    np.testing.assert_array_equal(m.init_labels_, ref.init_labels_)
+    _assert_same_networks(m, ref)
+
+
+def _assert_same_networks(a, b):
+    import torch
+
+    for x, y in zip(a.autoencoders_.state_dict().values(), b.autoencoders_.state_dict().values()):
+        assert torch.equal(x, y)
+
+
+def test_killed_inside_a_cluster_s_training_resumes_there(tmp_path):
+    """Killed right after a save in the middle of cluster 1's auto-encoder epochs (a real kill
+    falls between progress calls): the resumed fit continues that loop and ends as the
+    uninterrupted one."""
+    import torch
+
+    from mixlib.models.base import Checkpoint
+
+    class Killed(Exception):
+        pass
+
+    class KilledAfterSave(Checkpoint):
+        def save(self, key, state, *, force=False):
+            wrote = super().save(key, state, force=force)
+            s = torch.load(self.path, weights_only=True)["state"]
+            if (s["stage"], s["index"], (s["loop"] or {}).get("epoch")) == ("cluster", 1, 2):
+                raise Killed
+            return wrote
+
+    X, _ = _blobs()
+    ref = KDAE(3, random_state=5, **_TINY).fit(X)
+    with pytest.raises(Killed):
+        KDAE(3, random_state=5, **_TINY).fit(X, checkpoint=KilledAfterSave(tmp_path / "c", 0))
+    steps = []
+    m = KDAE(3, random_state=5, **_TINY)
+    m.fit(X, callback=lambda p: steps.append(p.step), checkpoint=Checkpoint(tmp_path / "c", 0))
+    assert steps == list(range(5, 10)) and m.history_ == ref.history_
+    np.testing.assert_array_equal(m.labels_, ref.labels_)
+    _assert_same_networks(m, ref)

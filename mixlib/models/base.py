@@ -195,7 +195,8 @@ class Checkpoint:
     :func:`checkpoint_key`) is saved beside the state: a file saved under another key (other
     hyperparameters, other data) or unreadable (a machine that died mid-write cannot leave one:
     writes are atomic) is ignored with a warning, and replaced at the next save. The models that
-    take one: N2D (``fit``), DEC and IDEC (``pretrain``, and ``fit`` when it pre-trains).
+    take one: N2D (``fit``), DEC and IDEC (``pretrain``, and ``fit`` when it pre-trains), K-DAE
+    and DAMIC (``fit``: every stage).
 
     Each save also records the seconds of work it holds (this object's lifetime so far plus
     the earlier attempts' the loaded state held), so that a resumed job can state its whole

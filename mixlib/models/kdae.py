@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from ..utils import torch_generator
-from . import register
+from . import data_fingerprint, register
 from .base import (
     Progress,
     TorchModel,
@@ -53,6 +53,7 @@ from .base import (
     call,
     check_array_2d,
     check_init_labels,
+    checkpoint_key,
     subnormals_flushed,
 )
 from .n2d import glorot_uniform_
@@ -172,17 +173,30 @@ def fit_epochs(
     lr: float,
     patience: int | None = None,
     on_epoch=None,
+    resume: dict | None = None,
+    save=None,
 ) -> list[float]:
     """Keras' ``fit`` of ``module`` on the rows of ``Xt``, every stage's: Adam over its
     parameters, batches reshuffled every epoch (a last batch of one row left out: batch
     normalisation needs two), the batch loss ``loss_of(xb)``; the epoch loss is the batch losses
     weighted by their sizes. Stopped when it has not improved for ``patience`` epochs (None:
     never); ``on_epoch(epoch, loss)`` after each epoch, the module in inference mode. Returns
-    the epoch losses."""
+    the epoch losses.
+
+    ``save(state, last)``, if given, is called after every epoch with a function returning the
+    loop's state (epochs done, losses, early-stopping counters, optimiser) and whether the loop
+    ends there; ``resume`` is such a state, from which the loop continues (the module's own
+    state and the generator's are the caller's to restore)."""
     N = Xt.shape[0]
     opt = adam(module.parameters(), lr=lr, eps=1e-7)
-    losses, best, waited = [], math.inf, 0
-    for epoch in range(epochs):
+    losses, best, waited, start, stopped = [], math.inf, 0, 0, False
+    if resume is not None:
+        opt.load_state_dict(resume["optimizer"])
+        losses, best, waited = list(resume["losses"]), resume["best"], resume["waited"]
+        start, stopped = resume["epoch"], resume["stopped"]
+    for epoch in range(start, epochs):
+        if stopped:
+            break
         module.train()
         perm = torch.randperm(N, generator=gen).to(Xt.device)
         total = torch.zeros((), dtype=Xt.dtype, device=Xt.device)
@@ -205,21 +219,105 @@ def fit_epochs(
             best, waited = losses[-1], 0
         else:
             waited += 1
-            if patience is not None and waited >= patience:
-                break
+        stopped = patience is not None and waited >= patience
+        if save is not None:
+            state = {"epoch": epoch + 1, "losses": list(losses), "best": best, "waited": waited,
+                     "stopped": stopped}  # fmt: skip
+            save(
+                lambda s=state: {**s, "optimizer": opt.state_dict()}, stopped or epoch + 1 == epochs
+            )
     return losses
 
 
 def train_autoencoder(
-    ae: BNAutoEncoder, Xt: torch.Tensor, gen, epochs, batch_size, patience, lr, on_epoch=None
-) -> list[float]:
+    ae: BNAutoEncoder, Xt: torch.Tensor, gen, epochs, batch_size, patience, lr, on_epoch=None,
+    resume=None, save=None,
+) -> list[float]:  # fmt: skip
     """An auto-encoder alone on the rows of ``Xt`` (stages 1 and 2): binary cross-entropy of its
     sigmoid output, early stopping (:func:`fit_epochs`)."""
 
     def loss_of(xb):
         return bce_with_logits(ae(xb), xb)
 
-    return fit_epochs(ae, loss_of, Xt, gen, epochs, batch_size, lr, patience, on_epoch)
+    return fit_epochs(
+        ae, loss_of, Xt, gen, epochs, batch_size, lr, patience, on_epoch, resume, save
+    )
+
+
+_STAGES = ("initial", "cluster", "gate", "joint")
+
+
+class _Stages:
+    """Checkpointing of a K-DAE or DAMIC fit (:class:`~mixlib.models.base.Checkpoint`): where
+    the saved fit was (a stage's loop, and for stage 2 which cluster's), and its state there:
+    the networks built so far, the loop's state, the generator's, the curves and labels. The fit
+    calls :meth:`arrive` at each loop in order: passed loops are skipped, the saved one resumes
+    (the generator restored there), later ones run afresh, as they would have."""
+
+    def __init__(self, checkpoint, key: str, gen: torch.Generator, history: dict):
+        self.checkpoint, self.key, self.gen, self.history = checkpoint, key, gen, history
+        self.modules: dict[str, torch.nn.Module] = {}
+        self.labels: dict[str, np.ndarray] = {}
+        self.saved = None if checkpoint is None else checkpoint.load(key)
+        self.at = (-1, 0)
+        if self.saved is not None:
+            self.at = (_STAGES.index(self.saved["stage"]), int(self.saved["index"]))
+            for k, v in self.saved["history"].items():
+                history[k] = list(v)
+            self.labels = {k: v.numpy() for k, v in self.saved["labels"].items()}
+
+    def passed(self, stage: str, index: int = 0) -> bool:
+        """Whether the saved fit had finished this loop (and what follows it up to the next)."""
+        return (_STAGES.index(stage), index) < self.at
+
+    def before(self, stage: str, index: int = 0) -> bool:
+        """Whether nothing was saved at or after this loop (so a save here is new)."""
+        return self.at < (_STAGES.index(stage), index)
+
+    def track(self, name: str, module: torch.nn.Module) -> torch.nn.Module:
+        """Save ``module`` from now on, and load its saved state if it has one."""
+        self.modules[name] = module
+        if self.saved is not None and name in self.saved["modules"]:
+            module.load_state_dict(self.saved["modules"][name])
+        return module
+
+    def arrive(self, stage: str, index: int = 0) -> dict | None:
+        """The fit reaches this loop: the saved loop state if the fit stopped in it (the
+        generator restored to where it was), else None."""
+        if (_STAGES.index(stage), index) != self.at:
+            return None
+        self.gen.set_state(self.saved["generator"])
+        return self.saved["loop"]
+
+    def save_hook(self, stage: str, index: int = 0):
+        """``save`` for :func:`fit_epochs` at this loop (None without a checkpoint)."""
+        if self.checkpoint is None:
+            return None
+
+        def save(loop_state, last: bool):
+            self.save(stage, index, loop_state, force=last)
+
+        return save
+
+    def save(self, stage: str, index: int, loop_state=lambda: None, force: bool = True):
+        if self.checkpoint is None:
+            return
+
+        def state():
+            return {
+                "stage": stage,
+                "index": index,
+                "loop": loop_state(),
+                "generator": self.gen.get_state(),
+                "history": {k: [float(v) for v in vals] for k, vals in self.history.items()},
+                "modules": {
+                    k: {n: t.detach().cpu().clone() for n, t in m.state_dict().items()}
+                    for k, m in self.modules.items()
+                },
+                "labels": {k: torch.as_tensor(v) for k, v in self.labels.items()},
+            }
+
+        self.checkpoint.save(self.key, state, force=force)
 
 
 @register("kdae")
@@ -309,21 +407,23 @@ class KDAE(TorchModel):
         "random_state": ["int >= 0", None],
     }
 
-    def fit(self, X, y=None, init_labels=None, callback=None):
+    def fit(self, X, y=None, init_labels=None, callback=None, checkpoint=None):
         """Train on ``X`` (N, d), values in [0, 1] (the sigmoid output's range). ``init_labels``
         (N,), optional (-1 = unlabelled): the stage-2 clusters instead of stage 1's k-means
         (stage 1 is then skipped; unlabelled points join no cluster's stage 2). ``callback``
         gets a :class:`~mixlib.models.base.Progress` after every stage-1 epoch, after each
-        cluster's auto-encoder (stage 2) and after every stage-3 epoch (with ``labels``)."""
+        cluster's auto-encoder (stage 2) and after every stage-3 epoch (with ``labels``).
+        ``checkpoint``: a :class:`~mixlib.models.base.Checkpoint`; every stage's epochs are
+        saved to it as they go, and a fit stopped part-way resumes from it (same labels)."""
         self._validate_params()
         X = check_array_2d(X, min_samples=self.n_clusters)
         lab = check_init_labels(init_labels, X.shape[0], self.n_clusters)
         dev = self._torch_device()
         self.mkl_cnr_ = MKL_CNR
         with thread_invariant(dev, type(self).__name__), subnormals_flushed(self.flush_denormal):
-            return self._fit(X, lab, dev, callback)
+            return self._fit(X, lab, dev, callback, checkpoint)
 
-    def _fit(self, X, lab, dev, callback):
+    def _fit(self, X, lab, dev, callback, checkpoint):
         seed, dt, K = self._seed(), self._torch_dtype(), int(self.n_clusters)
         gen = torch_generator(seed)  # CPU: same init and order on CPU and GPU
         rng = np.random.default_rng(seed)
@@ -333,39 +433,63 @@ class KDAE(TorchModel):
         total = stage1 + K + self._n_joint_steps()
         self.history_ = {k: [] for k in self._history_keys}
         bs, lr, pat = int(self.batch_size), float(self.lr), int(self.patience)
+        key = None
+        if checkpoint is not None:
+            start = None if lab is None else data_fingerprint(lab)
+            key = checkpoint_key(
+                type(self).__name__, {**self.get_params(), "start": start}, seed, X
+            )
+        ck = self._stages = _Stages(checkpoint, key, gen, self.history_)
 
         # 1. an auto-encoder of all the data, k-means on its embedding
-        if lab is None:
+        if lab is None and ck.passed("initial"):
+            lab = ck.labels["init"]
+        elif lab is None:
             ae = BNAutoEncoder(d, tuple(int(h) for h in self.initial_dims)).init_(gen, dev, dt)
+            ck.track("initial", ae)
 
             def initial_epoch(epoch, loss):
                 self.history_["initial_loss"].append(loss)
                 call(callback, Progress(epoch + 1, total, {"initial_loss": loss}))
 
-            train_autoencoder(ae, Xt, gen, stage1, bs, pat, lr, initial_epoch)
+            resume, save = ck.arrive("initial"), ck.save_hook("initial")
+            train_autoencoder(ae, Xt, gen, stage1, bs, pat, lr, initial_epoch, resume, save)
             Z = batched(ae.encoder, Xt).double().cpu().numpy()
             C, _ = kmeans_restarts(Z, K, rng, int(self.n_init))
             lab = _sq_dist_direct(Z, C).argmin(1).astype(np.int64)
-        self.init_labels_ = lab
+            del ck.modules["initial"]
+        self.init_labels_ = ck.labels["init"] = lab
 
         # 2. one auto-encoder per cluster, on its points alone
         dims = tuple(int(h) for h in self.cluster_dims)
         self.autoencoders_ = torch.nn.ModuleList(
             [BNAutoEncoder(d, dims).init_(gen, dev, dt) for _ in range(K)]
         )
+        ck.track("autoencoders", self.autoencoders_)
+        if ck.before("cluster", 0):
+            ck.save("cluster", 0)  # the k-means and the networks' initial state
         for k, ae in enumerate(self.autoencoders_):
+            resume = ck.arrive("cluster", k)
+            if ck.passed("cluster", k):
+                continue
             rows = torch.as_tensor(np.flatnonzero(lab == k), device=dev)
             losses = []
             if rows.numel() >= 2:
-                losses = train_autoencoder(ae, Xt[rows], gen, self.cluster_epochs, bs, pat, lr)
+                losses = train_autoencoder(
+                    ae, Xt[rows], gen, self.cluster_epochs, bs, pat, lr, None, resume,
+                    ck.save_hook("cluster", k),
+                )  # fmt: skip
             ae.eval()
             last = losses[-1] if losses else math.nan
             self.history_["cluster_loss"].append(last)
             call(callback, Progress(stage1 + k + 1, total, {"cluster_loss": last}))
-        self.stage2_labels_ = self._assign(Xt)
+        if "stage2" not in ck.labels:
+            ck.labels["stage2"] = self._assign(Xt)
+        self.stage2_labels_ = ck.labels["stage2"]
         self._fit_joint(Xt, gen, stage1 + K, total, callback)
         self.labels_ = self._labels(Xt)
         self.n_features_in_ = d
+        del self._stages
         return self
 
     def _n_joint_steps(self) -> int:
@@ -385,7 +509,10 @@ class KDAE(TorchModel):
             call(callback, progress)
 
         epochs, bs, lr = int(self.joint_epochs), int(self.batch_size), float(self.lr)
-        fit_epochs(self.autoencoders_, joint_loss, Xt, gen, epochs, bs, lr, None, joint_epoch)
+        ck = self._stages
+        resume, save = ck.arrive("joint"), ck.save_hook("joint")
+        nets = self.autoencoders_
+        fit_epochs(nets, joint_loss, Xt, gen, epochs, bs, lr, None, joint_epoch, resume, save)
 
     # -- inference ------------------------------------------------------------------------------
     def _errors(self, xb: torch.Tensor, squared: bool = False) -> torch.Tensor:
@@ -508,6 +635,8 @@ class DAMIC(KDAE):
         K, bs, lr = int(self.n_clusters), int(self.batch_size), float(self.lr)
         dims = tuple(int(h) for h in self.gate_dims)
         self.gate_ = keras_init_(bn_mlp(Xt.shape[1], dims, K), gen, Xt.device, Xt.dtype)
+        ck = self._stages
+        ck.track("gate", self.gate_)
         start = torch.as_tensor(self.init_labels_, device=Xt.device)
         rows = torch.nonzero(start >= 0).flatten()
         target = torch.zeros((Xt.shape[0], K), dtype=Xt.dtype, device=Xt.device)
@@ -523,8 +652,13 @@ class DAMIC(KDAE):
             self.history_["gate_loss"].append(loss)
             call(callback, Progress(done + epoch + 1, total, {"gate_loss": loss}))
 
-        fit_epochs(self.gate_, gate_loss, XY, gen, int(self.gate_epochs), bs, lr, None, gate_epoch)
-        done += int(self.gate_epochs)
+        resume, save = ck.arrive("gate"), ck.save_hook("gate")
+        epochs = int(self.gate_epochs)
+        if not ck.passed("gate"):
+            fit_epochs(
+                self.gate_, gate_loss, XY, gen, epochs, bs, lr, None, gate_epoch, resume, save
+            )
+        done += epochs
 
         def joint_loss(xb):
             return batch_mean(-torch.logsumexp(self._log_joint(xb), 1))
@@ -537,7 +671,8 @@ class DAMIC(KDAE):
 
         nets = torch.nn.ModuleList([self.gate_, self.autoencoders_])
         epochs = int(self.joint_epochs)
-        fit_epochs(nets, joint_loss, Xt, gen, epochs, bs, lr, None, joint_epoch)
+        resume, save = ck.arrive("joint"), ck.save_hook("joint")
+        fit_epochs(nets, joint_loss, Xt, gen, epochs, bs, lr, None, joint_epoch, resume, save)
 
     def _log_joint(self, xb: torch.Tensor) -> torch.Tensor:
         """(B, K) ``log p(k | x) - ||x - x^_k||^2 / 2`` (the mixture's log terms up to a
