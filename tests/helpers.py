@@ -102,3 +102,12 @@ def scaled_blobs(n=300, k=3, d=12, seed=0):
     X, y = make_blobs(n, centers=k, n_features=d, cluster_std=1.0, random_state=seed)
     X = X - X.min(0)
     return (X / X.max(0)).astype(np.float32), y
+
+
+def assert_same_weights(a, b):
+    """Two state dicts (or saved weights) hold the same names and bitwise equal tensors."""
+    import torch
+
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k

@@ -11,7 +11,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from helpers import scaled_blobs
+from helpers import assert_same_weights, scaled_blobs
 
 from mixlib import data, pipeline, provenance
 from mixlib.models.base import Checkpoint
@@ -44,12 +44,6 @@ def _weights(module):
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def _assert_same_weights(a, b):
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-
-
 def test_n2d_stopped_part_way_resumes_to_the_uninterrupted_fit(tmp_path):
     X, _ = _blobs()
     ref = N2D(3, random_state=2, **_N2D).fit(X)
@@ -65,7 +59,7 @@ def test_n2d_stopped_part_way_resumes_to_the_uninterrupted_fit(tmp_path):
     )
     assert steps == [4, 5, 6, 7]  # epochs 4-6, then the mixture
     assert m.history_ == ref.history_
-    _assert_same_weights(_weights(m.ae_), _weights(ref.ae_))
+    assert_same_weights(_weights(m.ae_), _weights(ref.ae_))
     np.testing.assert_array_equal(m.embedding_, ref.embedding_)
     np.testing.assert_array_equal(m.labels_, ref.labels_)
     # the end of the pre-training is saved too: a fit stopped in UMAP or the mixture skips it
@@ -138,7 +132,7 @@ def test_dec_pretraining_resumes_and_is_shared_with_idec(tmp_path):
     got = IDEC(3, **kw).pretrain(X, callback=lambda p: steps.append(p.step), checkpoint=ck)
     assert steps == [5, 6]
     assert got["history"] == ref["history"]
-    _assert_same_weights(got["state_dict"], ref["state_dict"])
+    assert_same_weights(got["state_dict"], ref["state_dict"])
 
     fit_kw = dict(kw, max_iter=20, update_interval=10, tol=0.0)
     own = DEC(3, **fit_kw).fit(X)
@@ -238,7 +232,7 @@ def test_train_job_killed_part_way_resumes_and_removes_its_checkpoint(
     monkeypatch.setattr(pipeline.TrainingMonitor, "__call__", real_call)
     got = pretrain(tmp_path / "ae.pt")
     assert got["history"] == ref["history"] and not (tmp_path / "ae.pt.checkpoint").exists()
-    _assert_same_weights(got["state_dict"], ref["state_dict"])
+    assert_same_weights(got["state_dict"], ref["state_dict"])
     # its earlier attempts' work reaches the tables through the info of a model that loads it
     assert got["resumed_seconds"] > 0.0 == ref["resumed_seconds"]
     pipeline.train_model(
