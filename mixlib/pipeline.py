@@ -360,7 +360,7 @@ def train_model(
     (parameter count, curves, timings), and its figures (:func:`mixlib.plots.model_figures`)
     into ``artifact_dir``.
 
-    A model whose ``fit`` takes a ``checkpoint`` (N2D; DEC and IDEC when they pre-train) gets
+    A model whose ``fit`` takes a ``checkpoint`` (N2D, DEC, IDEC, DCN, K-DAE, DAMIC) gets
     the job's (:func:`job_checkpoint`): a job stopped part-way resumes when run again.
 
     While it fits, a :class:`TrainingMonitor` reports its progress to the job log (and, logging

@@ -1,6 +1,6 @@
-"""Checkpointed training loops (mixlib.models.base.Checkpoint): N2D's auto-encoder epochs and
-DEC/IDEC's pre-training, stopped part-way and run again, end bit for bit as the uninterrupted
-fit; a checkpoint of other hyperparameters or an unreadable one is ignored with a warning; the
+"""Checkpointed training loops (mixlib.models.base.Checkpoint): N2D's auto-encoder epochs,
+DEC/IDEC's pre-training and DEC's, IDEC's and DCN's clustering phase, stopped part-way and run
+again, end bit for bit as the uninterrupted fit; a checkpoint of other hyperparameters or an unreadable one is ignored with a warning; the
 pipeline's jobs resume from theirs and remove it once their outputs are written."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from helpers import assert_same_weights, scaled_blobs
 
 from mixlib import data, pipeline, provenance
 from mixlib.models.base import Checkpoint
-from mixlib.models.dec import DEC, IDEC
+from mixlib.models.dec import DCN, DEC, IDEC
 from mixlib.models.n2d import N2D
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -142,6 +142,54 @@ def test_dec_pretraining_resumes_and_is_shared_with_idec(tmp_path):
     resumed = DEC(3, **fit_kw).fit(X, checkpoint=ck2)
     np.testing.assert_array_equal(resumed.labels_, own.labels_)
     assert resumed.history_ == own.history_
+
+
+@pytest.mark.parametrize("kind", ["dec", "idec", "dcn"])
+def test_clustering_phase_stopped_anywhere_resumes_to_the_uninterrupted_fit(tmp_path, kind):
+    """The clustering phase of DEC, IDEC and DCN (after a shared pre-training, as the workflow
+    runs them), stopped at its first, a middle and its last progress step and run again, ends
+    as the uninterrupted fit: labels, start labels, curves, centres and weights. DEC and IDEC
+    save just before an update of the target and redo that update; DCN saves after each epoch.
+    A fit that pre-trains itself, stopped in its clustering phase, resumes there without
+    pre-training or running k-means again."""
+    X, _ = _blobs(240, 3, 12, seed=2)
+    cls = {"dec": DEC, "idec": IDEC, "dcn": DCN}[kind]
+    if kind == "dcn":
+        extra = dict(n_epochs=5, refresh_every=2)
+    else:
+        extra = dict(max_iter=40, update_interval=5, tol=0.0)
+    kw = dict(_DEC, random_state=3, **extra)
+    pre = kw["pretrain_epochs"]
+    state = cls(3, **kw).pretrain(X)
+    ref = cls(3, **kw).fit(X, pretrained=state)
+    n = len(ref.history_["delta_label"])
+    assert n == (5 if kind == "dcn" else 8)
+
+    def check(got):
+        np.testing.assert_array_equal(got.labels_, ref.labels_)
+        np.testing.assert_array_equal(got.init_labels_, ref.init_labels_)
+        assert got.history_ == ref.history_
+        np.testing.assert_array_equal(got.cluster_centers_, ref.cluster_centers_)
+        assert_same_weights(_weights(got.ae_), _weights(ref.ae_))
+
+    redo = 0 if kind == "dcn" else 1  # DEC/IDEC redo the update they stopped in
+    for stop in (1, n // 2, n):
+        ck = Checkpoint(tmp_path / f"{kind}{stop}.checkpoint", every_s=0)
+        with pytest.raises(_Stop):
+            cls(3, **kw).fit(X, pretrained=state, callback=_stop_after(pre + stop), checkpoint=ck)
+        seen = []
+        got = cls(3, **kw).fit(X, pretrained=state, callback=seen.append, checkpoint=ck)
+        assert [p.step for p in seen] == list(range(pre + stop + 1 - redo, pre + n + 1))
+        check(got)
+
+    # a fit that pre-trains itself: stopped in the clustering phase, it resumes there
+    ck = Checkpoint(tmp_path / f"{kind}-own.checkpoint", every_s=0)
+    with pytest.raises(_Stop):
+        cls(3, **kw).fit(X, callback=_stop_after(pre + 2), checkpoint=ck)
+    steps = []
+    got = cls(3, **kw).fit(X, callback=lambda p: steps.append(p.step), checkpoint=ck)
+    assert steps == list(range(pre + 3 - redo, pre + n + 1))
+    check(got)
 
 
 def _prepared(tmp_path):

@@ -195,8 +195,9 @@ class Checkpoint:
     :func:`checkpoint_key`) is saved beside the state: a file saved under another key (other
     hyperparameters, other data) or unreadable (a machine that died mid-write cannot leave one:
     writes are atomic) is ignored with a warning, and replaced at the next save. The models that
-    take one: N2D (``fit``), DEC and IDEC (``pretrain``, and ``fit`` when it pre-trains), K-DAE
-    and DAMIC (``fit``: every stage).
+    take one: N2D (``fit``), DEC and IDEC (``pretrain``), DEC, IDEC and DCN (``fit``: the
+    pre-training when it runs one, and the clustering phase), K-DAE and DAMIC (``fit``: every
+    stage).
 
     Each save also records the seconds of work it holds (this object's lifetime so far plus
     the earlier attempts' the loaded state held), so that a resumed job can state its whole
@@ -210,8 +211,9 @@ class Checkpoint:
         self._t0 = self._last = time.monotonic()
         self.resumed_seconds = 0.0
 
-    def load(self, key: str) -> dict | None:
-        """The state saved under ``key``, or None (no file, another key, unreadable)."""
+    def load(self, key: str, warn: bool = True) -> dict | None:
+        """The state saved under ``key``, or None (no file, another key, unreadable; logged
+        unless ``warn`` is False: a fit that first looks for a later phase's state)."""
         import logging
 
         import torch
@@ -222,12 +224,14 @@ class Checkpoint:
         try:
             blob = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unreadable file is ignored, with its reason
-            log.warning("checkpoint %s is unreadable (%s): starting afresh", self.path, e)
+            if warn:
+                log.warning("checkpoint %s is unreadable (%s): starting afresh", self.path, e)
             return None
         if not isinstance(blob, dict) or blob.get("key") != key:
-            log.warning(
-                "checkpoint %s is of another model, data or seed: starting afresh", self.path
-            )
+            if warn:
+                log.warning(
+                    "checkpoint %s is of another model, data or seed: starting afresh", self.path
+                )
             return None
         self.resumed_seconds = float(blob.get("seconds", 0.0))
         return blob["state"]

@@ -48,6 +48,7 @@ Same seed, same labels whatever the thread count (MKL strict CNR mode, see
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -134,7 +135,10 @@ class _EmbeddedClustering(TorchModel):
         pre-training epoch (``{"reconstruction": mse}``) and at every update of the target
         (``{"kl": ..., "delta_label": ...}``, IDEC also ``"reconstruction"``, with ``labels``).
         ``checkpoint``: a :class:`~mixlib.models.base.Checkpoint` for the pre-training's epochs
-        (as :meth:`pretrain`'s; unused with ``pretrained``)."""
+        (as :meth:`pretrain`'s, when it pre-trains) and the clustering phase (DEC and IDEC: just
+        before an update of the target; DCN: after each epoch): a fit stopped part-way and
+        called again resumes from its last save with the uninterrupted fit's result (the saved
+        clustering phase skips the pre-training and k-means)."""
         self._validate_params()
         X = check_array_2d(X, min_samples=self.n_clusters)
         lab = check_init_labels(init_labels, X.shape[0], self.n_clusters)
@@ -195,6 +199,54 @@ class _EmbeddedClustering(TorchModel):
         if state["data"] != data_fingerprint(X):
             raise ValueError(f"{name}: pretrained auto-encoder fitted on other data than X")
 
+    # -- checkpointing of the clustering phase ---------------------------------------------------
+    def _phase_key(self, X, lab, checkpoint) -> str | None:
+        """The :class:`~mixlib.models.base.Checkpoint` key of the clustering phase's saves (None
+        without a checkpoint): the model, all its parameters, the start labels, seed and data."""
+        if checkpoint is None:
+            return None
+        start = None if lab is None else data_fingerprint(lab)
+        params = {**self.get_params(), "start": start}
+        return checkpoint_key(f"{type(self).__name__} clustering", params, self._seed(), X)
+
+    def _resume_phase(self, checkpoint, key, X, dev) -> dict | None:
+        """The clustering phase's saved loop state, or None. With one, the fit skips the
+        pre-training and the initial k-means: ``ae_``, ``init_labels_`` and ``history_`` are
+        restored from the save, and the loop continues from its state there."""
+        saved = None if checkpoint is None else checkpoint.load(key, warn=False)
+        if saved is None:
+            return None
+        self.ae_ = self._empty_autoencoder(X.shape[1], dev)
+        self.ae_.load_state_dict(saved["autoencoder"])
+        self.init_labels_ = saved["init_labels"].numpy()
+        self.history_ = {k: [float(v) for v in vals] for k, vals in saved["history"].items()}
+        logging.getLogger(__name__).info("resumed the clustering phase from %s", checkpoint.path)
+        return saved["loop"]
+
+    def _save_phase(self, checkpoint, key, loop: dict) -> None:
+        """Save the clustering phase to ``checkpoint`` (if any) when a save is due: the
+        auto-encoder, start labels and curves, and ``loop`` (what the loop reads: CPU tensors
+        and numbers, cheap to build, as they are views of the loop's arrays or tiny)."""
+        if checkpoint is None:
+            return
+        checkpoint.save(
+            key,
+            lambda: {
+                "autoencoder": {
+                    k: v.detach().cpu().clone() for k, v in self.ae_.state_dict().items()
+                },
+                "init_labels": torch.as_tensor(self.init_labels_),
+                "history": {k: [float(v) for v in vals] for k, vals in self.history_.items()},
+                "loop": loop,
+            },
+        )
+
+    def _empty_autoencoder(self, d: int, dev) -> _AutoEncoder:
+        """The auto-encoder's architecture without weights (built on the meta device), on
+        ``dev`` in the model's dtype, for a saved state to be loaded into."""
+        ae = _AutoEncoder(d, tuple(int(h) for h in self.hidden_dims), self.embedding_size)
+        return ae.to_empty(device=dev).to(self._torch_dtype())
+
     def _pretrain(self, Xt, gen, total, callback, checkpoint, X) -> _AutoEncoder:
         """The auto-encoder alone: a new one, ``pretrain_epochs`` epochs of reconstruction
         (after those ``checkpoint`` holds, if any; saved to it as they go and at the end)."""
@@ -244,8 +296,7 @@ class _EmbeddedClustering(TorchModel):
         if pretrained is None:
             self.ae_ = self._pretrain(Xt, gen, total, callback, checkpoint, X)
         else:
-            self.ae_ = _AutoEncoder(d, tuple(int(h) for h in self.hidden_dims), self.embedding_size)
-            self.ae_.to_empty(device=dev).to(dt)  # built on the meta device: no weights yet
+            self.ae_ = self._empty_autoencoder(d, dev)
             self.ae_.load_state_dict(pretrained["state_dict"])
             self.history_["pretrain_reconstruction"] = [float(v) for v in pretrained["history"]]
 
@@ -267,7 +318,13 @@ class _EmbeddedClustering(TorchModel):
             "delta_label": [],
             "reconstruction": [],
         }
-        Xt, _, C0 = self._start(X, lab, dev, total, callback, pretrained, checkpoint)
+        key = self._phase_key(X, lab, checkpoint)
+        loop = self._resume_phase(checkpoint, key, X, dev)
+        if loop is None:
+            Xt, _, C0 = self._start(X, lab, dev, total, callback, pretrained, checkpoint)
+        else:
+            Xt = self.ae_.as_input(X)
+            C0 = loop["centers"]
         N, dt = Xt.shape[0], Xt.dtype
         self.cluster_centers_t_ = torch.nn.Parameter(torch.as_tensor(C0, dtype=dt, device=dev))
 
@@ -281,9 +338,29 @@ class _EmbeddedClustering(TorchModel):
         y_last = self.init_labels_
         kl_sum = torch.zeros((), dtype=dt, device=dev)  # since the last update of P
         rec_sum = torch.zeros((), dtype=dt, device=dev)
-        since, step, b = 0, self.pretrain_epochs, 0
-        for ite in range(self.max_iter):
+        since, step, b, first = 0, self.pretrain_epochs, 0, 0
+        if loop is not None:  # saved just before an update of P, as below
+            opt.load_state_dict(loop["optimizer"])
+            y_last = loop["y_last"].numpy()
+            kl_sum, rec_sum = loop["kl_sum"].to(dev), loop["rec_sum"].to(dev)
+            since, step, b, first = (int(loop[k]) for k in ("since", "step", "b", "ite"))
+        for ite in range(first, self.max_iter):
             if ite % self.update_interval == 0:
+                self._save_phase(
+                    checkpoint,
+                    key,
+                    {
+                        "ite": ite,
+                        "b": b,
+                        "step": step,
+                        "since": since,
+                        "centers": mu.detach().cpu().clone(),
+                        "optimizer": opt.state_dict(),
+                        "y_last": torch.as_tensor(y_last),
+                        "kl_sum": kl_sum.detach().cpu().clone(),
+                        "rec_sum": rec_sum.detach().cpu().clone(),
+                    },
+                )
                 q = self._soft(Xt)
                 P = torch.as_tensor(target_distribution(q), dtype=dt, device=dev)
                 y_now = q.argmax(1).astype(np.int64)
@@ -648,13 +725,20 @@ class DCN(_EmbeddedClustering):
             "clustering": [],
             "delta_label": [],
         }
-        Xt, rng, C = self._start(X, lab, dev, total, callback, pretrained, checkpoint)
+        key = self._phase_key(X, lab, checkpoint)
+        loop = self._resume_phase(checkpoint, key, X, dev)
+        if loop is None:
+            Xt, rng, C = self._start(X, lab, dev, total, callback, pretrained, checkpoint)
+            order = rng.permutation(Xt.shape[0])  # shuffled once
+            assign = self.init_labels_.copy()
+            count = np.full(self.n_clusters, float(self.count_init))
+        else:
+            Xt = self.ae_.as_input(X)
+            C, count = loop["centers"].numpy(), loop["count"].numpy()
+            order, assign = loop["order"].numpy(), loop["assign"].numpy()
         N, K, bs = Xt.shape[0], self.n_clusters, self.batch_size
         n_batches = max(N // bs, 1)  # the authors' code leaves the last partial batch out
-        order = rng.permutation(N)  # shuffled once
         order_t = torch.as_tensor(order, device=dev)
-        assign = self.init_labels_.copy()
-        count = np.full(K, float(self.count_init))
         biases = [p for n, p in self.ae_.named_parameters() if n.endswith("bias")]
         weights = [p for n, p in self.ae_.named_parameters() if not n.endswith("bias")]
         opt = torch.optim.SGD(
@@ -663,7 +747,11 @@ class DCN(_EmbeddedClustering):
             momentum=0.9,
             nesterov=True,  # the authors' p += mu^2 v - (1 + mu) lr g, v = mu v - lr g
         )
-        for epoch in range(self.n_epochs):
+        first = 0
+        if loop is not None:  # saved after an epoch, as below
+            opt.load_state_dict(loop["optimizer"])
+            first = int(loop["epoch"])
+        for epoch in range(first, self.n_epochs):
             before = assign.copy()
             sums = torch.zeros(2, dtype=Xt.dtype, device=dev)
             for b in range(n_batches):
@@ -702,6 +790,18 @@ class DCN(_EmbeddedClustering):
             for k, v in metrics.items():
                 self.history_[k].append(v)
             step, now = self.pretrain_epochs + epoch + 1, assign.copy()
+            self._save_phase(
+                checkpoint,
+                key,
+                {
+                    "epoch": epoch + 1,
+                    "centers": torch.as_tensor(C),
+                    "count": torch.as_tensor(count),
+                    "order": torch.as_tensor(order),
+                    "assign": torch.as_tensor(assign),
+                    "optimizer": opt.state_dict(),
+                },
+            )
             call(callback, Progress(step, total, metrics, labels=lambda y=now: y))
         self.n_iter_ = self.n_epochs
         self.cluster_centers_ = C
