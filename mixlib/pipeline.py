@@ -379,13 +379,6 @@ def train_model(
     hyper = {k: v for k, v in model.get_params().items() if k != "random_state"}  # = seed
     tracker.log_params({"kind": kind, "seed": seed, "model": hyper})  # model.<hyperparameter>
     tracker.log_dataset(ds.meta, data_path, "training")
-    rows = datalib.eval_rows(ds, seed)
-    monitor = TrainingMonitor(
-        tracker,
-        y_eval=ds.y[rows],
-        X_eval=ds.X[rows] if split else None,
-        eval_every=eval_every,
-    )
     extra = {}
     if pretrained_path:
         import torch
@@ -394,6 +387,14 @@ def train_model(
     checkpoint = None
     if "checkpoint" in inspect.signature(model.fit).parameters:
         extra["checkpoint"] = checkpoint = job_checkpoint(out_labels)
+    rows = datalib.eval_rows(ds, seed)
+    monitor = TrainingMonitor(
+        tracker,
+        y_eval=ds.y[rows],
+        X_eval=ds.X[rows] if split else None,
+        eval_every=eval_every,
+        store=None if checkpoint is None else f"{checkpoint.path}.scores.json",
+    )
     t0 = time.perf_counter()
     model.fit(ds.X[fit], init_labels=init_labels, callback=monitor, **extra)
     seconds = time.perf_counter() - t0
@@ -435,6 +436,7 @@ def train_model(
             tracker.log_artifact(p, "figures")
     if checkpoint is not None:
         checkpoint.remove()
+        Path(monitor.store).unlink(missing_ok=True)
         _log_resumed(tracker, checkpoint)
     log.info("%s seed %d fitted in %.1f s", kind, seed, seconds)
 
@@ -474,18 +476,33 @@ class TrainingMonitor:
     ``eval_every`` steps (and at the last) it scores the model's current labels of the
     evaluation rows (``X_eval``, the test rows, through ``predict``; None: the rows being
     fitted, through ``labels``) against ``y_eval``: NMI, ARI and ACC curves in the history.
+
+    ``store``: a JSON file the scores are written to as they are made, for a checkpointed fit
+    (:func:`job_checkpoint`): when the job is killed and run again, the scores of the steps
+    before the one the resumed fit reports first are read back from it (those at or after it are
+    made again), so the curves are the uninterrupted job's; the caller removes it with the
+    checkpoint.
     """
 
-    def __init__(self, tracker, *, y_eval=None, X_eval=None, eval_every=None, interval=10.0):
+    def __init__(
+        self, tracker, *, y_eval=None, X_eval=None, eval_every=None, interval=10.0, store=None
+    ):
         self.tracker, self.y_eval, self.X_eval = tracker, y_eval, X_eval
         self.eval_every, self.interval = eval_every, interval
         self.scores: dict[int, dict[str, float]] = {}  # step -> nmi, ari, acc
+        self.store = None if store is None else Path(store)
+        self._stored: dict[int, dict[str, float]] = {}  # an earlier attempt's, until step one
+        if self.store is not None and self.store.exists():
+            self._stored = {int(k): v for k, v in read_json(self.store).items()}
         self.n_steps = 0
         self._pending: dict[str, list[tuple[int, float]]] = {}
         self._last = -np.inf
         self._names: set[str] = set()
 
     def __call__(self, p) -> None:
+        if self._stored is not None:  # the fit's first report: where a resumed fit continues
+            self.scores.update({s: v for s, v in self._stored.items() if s < p.step})
+            self._stored = None
         last = p.step == p.total
         self.n_steps = max(self.n_steps, p.step)
         score = p.labels if self.X_eval is None else p.predict
@@ -495,6 +512,8 @@ class TrainingMonitor:
 
             lab = score() if self.X_eval is None else score(self.X_eval)
             self.scores[p.step] = metriclib.cluster_metrics(self.y_eval, lab)
+            if self.store is not None:
+                write_json(self.store, {str(s): v for s, v in self.scores.items()})
         for k, v in {**p.metrics, **self.scores.get(p.step, {})}.items():
             self._pending.setdefault(k, []).append((p.step, float(v)))
         now = time.monotonic()
@@ -512,7 +531,7 @@ class TrainingMonitor:
         model's own ``history_`` curves; none when nothing was scored."""
         if not self.scores:
             return {}
-        steps = range(1, self.n_steps + 1)
+        steps = range(1, max(self.n_steps, *self.scores) + 1)
         return {
             k: [self.scores[s][k] if s in self.scores else float("nan") for s in steps]
             for k in ("acc", "nmi", "ari")

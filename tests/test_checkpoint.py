@@ -192,6 +192,52 @@ def test_clustering_phase_stopped_anywhere_resumes_to_the_uninterrupted_fit(tmp_
     check(got)
 
 
+def test_a_resumed_train_job_keeps_the_scores_its_earlier_attempt_made(tmp_path, monkeypatch):
+    """The per-step ACC/NMI/ARI curves (``eval_every``) of a train job killed in DEC's
+    clustering phase and run again are the uninterrupted job's: the scores made before the
+    resumed fit's first step are read back from ``labels.npz.checkpoint.scores.json`` (removed
+    with the checkpoint); without it those steps would be NaN."""
+    data_path = _prepared(tmp_path)
+    params = dict(_DEC, max_iter=40, update_interval=5, tol=0.0)
+
+    def train(out):
+        out.mkdir(exist_ok=True)
+        pipeline.train_model(
+            data_path=data_path,
+            init_path=None,
+            kind="dec",
+            params=params,
+            seed=0,
+            eval_every=1,
+            out_labels=str(out / "labels.npz"),
+            out_info=str(out / "info.json"),
+        )
+        return json.loads((out / "info.json").read_text())["history"]
+
+    ref = train(tmp_path / "ref")
+    pre = params["pretrain_epochs"]
+    assert np.isnan(ref["acc"][pre - 1]) and not np.isnan(ref["acc"][pre:]).any()
+    monkeypatch.setattr(pipeline, "CHECKPOINT_EVERY_S", 0.0)
+    real_call = pipeline.TrainingMonitor.__call__
+
+    def killed_after_scoring(self, p):
+        real_call(self, p)
+        if p.step == pre + 4:
+            raise _Stop
+
+    monkeypatch.setattr(pipeline.TrainingMonitor, "__call__", killed_after_scoring)
+    with pytest.raises(_Stop):
+        train(tmp_path / "job")
+    store = tmp_path / "job" / "labels.npz.checkpoint.scores.json"
+    assert len(json.loads(store.read_text())) == 4
+    monkeypatch.setattr(pipeline.TrainingMonitor, "__call__", real_call)
+    got = train(tmp_path / "job")
+    assert got.keys() == ref.keys()
+    for k in ref:
+        np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
+    assert not store.exists() and not (tmp_path / "job" / "labels.npz.checkpoint").exists()
+
+
 def _prepared(tmp_path):
     X, y = _blobs(240, 3, 12, seed=2)
     path = tmp_path / "b.npz"
