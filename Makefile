@@ -35,7 +35,7 @@ mlflow-ui: setup
 # published rows (docs/results/combined; python -m mixlib.combine --help). Nothing is re-run.
 COMBINED_TAKES := \
 	--take docs/results/table1 \
-	--take docs/results/dec_mnist "dec INIT" "dec TRAIN" "idec TRAIN" \
+	--take docs/results/dec_mnist "dec INIT" "dec TRAIN" "idec TRAIN" "dcn TRAIN" \
 	--take docs/results/dec_fashion "dec INIT" "dec TRAIN" "idec TRAIN" "dcn TRAIN" \
 	--take docs/results/n2d_mnist "n2d TRAIN" \
 	--take docs/results/n2d_fashion "n2d TRAIN" \
