@@ -201,18 +201,7 @@ def test_a_resumed_train_job_keeps_the_scores_its_earlier_attempt_made(tmp_path,
     params = dict(_DEC, max_iter=40, update_interval=5, tol=0.0)
 
     def train(out):
-        out.mkdir(exist_ok=True)
-        pipeline.train_model(
-            data_path=data_path,
-            init_path=None,
-            kind="dec",
-            params=params,
-            seed=0,
-            eval_every=1,
-            out_labels=str(out / "labels.npz"),
-            out_info=str(out / "info.json"),
-        )
-        return json.loads((out / "info.json").read_text())["history"]
+        return _train(data_path, out, "dec", params, eval_every=1)[1]["history"]
 
     ref = train(tmp_path / "ref")
     pre = params["pretrain_epochs"]
@@ -245,15 +234,16 @@ def _prepared(tmp_path):
     return str(path)
 
 
-def _train(tmp_path, data_path, out):
+def _train(data_path, out, kind="n2d", params=_N2D, eval_every=None):
+    """The train_model job of ``kind`` on ``data_path`` into ``out``: its labels and info."""
     out.mkdir(exist_ok=True)
     pipeline.train_model(
         data_path=data_path,
         init_path=None,
-        kind="n2d",
-        params=_N2D,
+        kind=kind,
+        params=params,
         seed=0,
-        eval_every=None,
+        eval_every=eval_every,
         out_labels=str(out / "labels.npz"),
         out_info=str(out / "info.json"),
     )
@@ -267,7 +257,7 @@ def test_train_job_killed_part_way_resumes_and_removes_its_checkpoint(
     ``labels.npz.checkpoint``; run again it resumes there, writes the uninterrupted job's labels
     and curves, and removes the checkpoint. Same for the pretrain_autoencoder job."""
     data_path = _prepared(tmp_path)
-    ref_labels, ref_info = _train(tmp_path, data_path, tmp_path / "ref")
+    ref_labels, ref_info = _train(data_path, tmp_path / "ref")
     assert not (tmp_path / "ref" / "labels.npz.checkpoint").exists()
 
     monkeypatch.setattr(pipeline, "CHECKPOINT_EVERY_S", 0.0)
@@ -280,12 +270,12 @@ def test_train_job_killed_part_way_resumes_and_removes_its_checkpoint(
 
     monkeypatch.setattr(pipeline.TrainingMonitor, "__call__", killed_at_step_3)
     with pytest.raises(_Stop):
-        _train(tmp_path, data_path, tmp_path / "job")
+        _train(data_path, tmp_path / "job")
     ck = tmp_path / "job" / "labels.npz.checkpoint"
     assert ck.exists() and not (tmp_path / "job" / "labels.npz").exists()
     monkeypatch.setattr(pipeline.TrainingMonitor, "__call__", real_call)
     with caplog.at_level(logging.INFO):
-        labels, info = _train(tmp_path, data_path, tmp_path / "job")
+        labels, info = _train(data_path, tmp_path / "job")
     assert "after 3 epochs" in caplog.text
     np.testing.assert_array_equal(labels, ref_labels)
     assert info["history"]["reconstruction"] == ref_info["history"]["reconstruction"]
