@@ -118,7 +118,7 @@ def test_checkpoint_saves_at_most_every_every_s_unless_forced(tmp_path):
     ck.remove()  # removing what is not there is fine
 
 
-def test_dec_pretraining_resumes_and_is_shared_with_idec(tmp_path):
+def test_dec_pretraining_resumes_and_is_shared_with_idec(tmp_path, caplog):
     """DEC's pre-training stopped part-way, then finished by IDEC's (same recipe, seed and data:
     the workflow shares one pre-training between them), is IDEC's uninterrupted one; DEC's fit
     that pre-trains itself resumes from the same checkpoint."""
@@ -139,7 +139,10 @@ def test_dec_pretraining_resumes_and_is_shared_with_idec(tmp_path):
     ck2 = Checkpoint(tmp_path / "fit.checkpoint", every_s=0)
     with pytest.raises(_Stop):
         DEC(3, **fit_kw).fit(X, callback=_stop_after(2), checkpoint=ck2)
-    resumed = DEC(3, **fit_kw).fit(X, checkpoint=ck2)
+    with caplog.at_level(logging.INFO):
+        resumed = DEC(3, **fit_kw).fit(X, checkpoint=ck2)
+    # the clustering phase's state is looked for first, quietly: the file holds the pre-training's
+    assert "after 2 epochs" in caplog.text and "another model" not in caplog.text
     np.testing.assert_array_equal(resumed.labels_, own.labels_)
     assert resumed.history_ == own.history_
 
