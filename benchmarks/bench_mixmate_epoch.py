@@ -19,6 +19,9 @@ processes. The next line times one FISTA layer's product alone: the rate that GE
 reaches on this machine without the elementwise steps, autograd and Adam around it. The last
 two profile today's training step and evaluation pass (``gemm_share``): the share of their time
 inside GEMM kernels, and so the rate the code would reach if all the rest cost nothing.
+"today (native)" is today's code with ``fista_kernel="native"`` (:mod:`mixlib.native`: all
+FISTA layers in one fused AVX-512 kernel), timed where that kernel builds (else the line says
+why not).
 """
 
 from __future__ import annotations
@@ -40,23 +43,28 @@ def forward_flops(n: int, M: int, batch: int) -> float:
     return n * per_sample + -(-n // batch) * 2 * K * M * N * N
 
 
-def train_epoch(mod, Xt, D, perm, step) -> float:
+def train_epoch(mod, Xt, D, perm, step, kernel=None) -> float:
     A = torch.nn.Parameter(torch.as_tensor(D))
     bias = torch.nn.Parameter(torch.zeros(K), requires_grad=False)
     opt = torch.optim.Adam([A], lr=1e-3)
     t0 = time.perf_counter()
     for b in range(len(perm) // BATCH):
         idx = perm[b * BATCH : (b + 1) * BATCH]
-        mod.train_step(Xt[idx], A, bias, opt, LAM, step, T, 0.0, None, True)
+        mod.train_step(Xt[idx], A, bias, opt, LAM, step, T, 0.0, None, True, *_kernel(kernel))
     return time.perf_counter() - t0
 
 
-def evaluation(mod, Xt, D, step) -> float:
+def _kernel(kernel) -> tuple:
+    """The trailing ``kernel`` argument of today's encode/train_step (none for the baseline)."""
+    return () if kernel is None else (kernel,)
+
+
+def evaluation(mod, Xt, D, step, kernel=None) -> float:
     A, bias, M = torch.as_tensor(D), torch.zeros(K), Xt.shape[1]
     t0 = time.perf_counter()
     with torch.inference_mode():
         for s in range(0, len(Xt), EVAL_BATCH):
-            _, E = mod.encode(Xt[s : s + EVAL_BATCH], A, LAM, step, T, None, True)
+            _, E = mod.encode(Xt[s : s + EVAL_BATCH], A, LAM, step, T, None, True, *_kernel(kernel))
             mod.mixture_loss(E, bias, 0.0, M)[1].argmax(0)
     return time.perf_counter() - t0
 
@@ -143,10 +151,18 @@ def main(argv=None):
         f"{BASELINE_COMMIT}; {f_train / 1e12:.3f} TFLOP per training epoch, "
         f"{f_eval / 1e12:.3f} per evaluation"
     )
+    variants = [("baseline", old, None), ("today", mixmate, "torch")]
+    try:
+        from mixlib.native import fista_extension
+
+        fista_extension()
+        variants.append(("today (native)", mixmate, "native"))
+    except RuntimeError as e:
+        print(f"today (native): not timed, {e}")
     times = {}
-    for name, mod in (("baseline", old), ("today", mixmate)):
-        tr = min(train_epoch(mod, Xt, D, perm, step) for _ in range(args.repeats))
-        ev = min(evaluation(mod, Xt, D, step) for _ in range(args.repeats))
+    for name, mod, kernel in variants:
+        tr = min(train_epoch(mod, Xt, D, perm, step, kernel) for _ in range(args.repeats))
+        ev = min(evaluation(mod, Xt, D, step, kernel) for _ in range(args.repeats))
         times[name] = (tr, ev, tr + ev)
     for name, (tr, ev, both) in times.items():
         for what, t, f in (
@@ -155,11 +171,17 @@ def main(argv=None):
             ("epoch + evaluation", both, f_train + f_eval),
         ):
             print(
-                f"{name:9s} {what:19s} {t:7.2f} s  {f / t / 1e9:6.1f} GFLOP/s "
+                f"{name:14s} {what:19s} {t:7.2f} s  {f / t / 1e9:6.1f} GFLOP/s "
                 f"({f / t / rate:.2f} of matmul)"
             )
     for i, what in enumerate(("epoch", "evaluation", "epoch + evaluation")):
         print(f"ratio baseline / today, {what}: {times['baseline'][i] / times['today'][i]:.2f}x")
+        if "today (native)" in times:
+            native = times["today (native)"][i]
+            print(
+                f"ratio baseline / today (native), {what}: {times['baseline'][i] / native:.2f}x; "
+                f"today / today (native): {times['today'][i] / native:.2f}x"
+            )
     layer = layer_gemm_rate()
     print(
         f"one layer's GEMM alone, ({K}, {BATCH}, {N}) @ ({K}, {N}, {N}): {layer / 1e9:.1f} GFLOP/s "

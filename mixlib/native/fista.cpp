@@ -1,0 +1,222 @@
+// Unrolled FISTA in code space for MixMate (mixlib.models.mixmate.fista_gram), on the CPU with
+// AVX-512: all T layers of a block of 32 rows of one dictionary run while the block stays in
+// cache, the soft threshold and the momentum fused into the small GEMM's output. The layers are
+//
+//   x_j = S(c + z_j W, thr),  z_0 = 0,  z_{j+1} = x_{j-1} + w_j (x_j - x_{j-1}),  x_{-1} = 0,
+//
+// W (K,N,N) = I - s G, c (K,B,N) = s A^T y, thr (K,) or (1,) = lam s, w_j = 1 + momentum_j;
+// the codes x_{T-1} (K,B,N) are returned. N <= 64 (codes padded to four 16-float vectors).
+// The backward recomputes a block's layers (kept in cache) and returns the gradients for W and
+// c (none for thr, as the torch path). No sum runs across threads: the forward splits the work
+// by (dictionary, block), the backward by dictionary, its blocks in order, so the results are
+// the same bits at any thread count.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+constexpr int64_t NP = 64;  // padded code length
+constexpr int64_t R = 32;   // rows per block
+
+static void check(const torch::Tensor& W, const torch::Tensor& c, const torch::Tensor& thr) {
+  TORCH_CHECK(W.dim() == 3 && c.dim() == 3 && W.size(0) == c.size(0) && W.size(1) == W.size(2) &&
+                  W.size(2) == c.size(2),
+              "fista: W must be (K, N, N) and c (K, B, N)");
+  TORCH_CHECK(W.size(1) <= NP, "fista: at most 64 atoms per dictionary");
+  TORCH_CHECK(W.scalar_type() == torch::kFloat && c.scalar_type() == torch::kFloat &&
+                  thr.scalar_type() == torch::kFloat,
+              "fista: float32 tensors only");
+  TORCH_CHECK(W.device().is_cpu() && c.device().is_cpu() && thr.device().is_cpu(), "fista: CPU only");
+  TORCH_CHECK(thr.numel() == 1 || thr.numel() == W.size(0), "fista: thr must have 1 or K values");
+}
+
+// acc[4 rows][4 vectors] += Z[rows r0..r0+3][0..N) @ M (N x NP, padded rows)
+static inline void mk_rows(__m512 acc[4][4], const float* Z, int64_t r0, const float* M, int64_t N) {
+  for (int64_t n = 0; n < N; ++n) {
+    const __m512 w0 = _mm512_load_ps(&M[n * NP]), w1 = _mm512_load_ps(&M[n * NP + 16]);
+    const __m512 w2 = _mm512_load_ps(&M[n * NP + 32]), w3 = _mm512_load_ps(&M[n * NP + 48]);
+    for (int rr = 0; rr < 4; ++rr) {
+      const __m512 zn = _mm512_set1_ps(Z[(r0 + rr) * NP + n]);
+      acc[rr][0] = _mm512_fmadd_ps(zn, w0, acc[rr][0]);
+      acc[rr][1] = _mm512_fmadd_ps(zn, w1, acc[rr][1]);
+      acc[rr][2] = _mm512_fmadd_ps(zn, w2, acc[rr][2]);
+      acc[rr][3] = _mm512_fmadd_ps(zn, w3, acc[rr][3]);
+    }
+  }
+}
+
+// Loads block rows b0.. of c (K,B,N) into padded rows; zero elsewhere.
+static void load_block(float* dst, const float* src, int64_t k, int64_t B, int64_t N, int64_t b0,
+                       int64_t rows) {
+  std::fill(dst, dst + R * NP, 0.f);
+  for (int64_t r = 0; r < rows; ++r)
+    std::copy(src + (k * B + b0 + r) * N, src + (k * B + b0 + r + 1) * N, dst + r * NP);
+}
+
+static void load_w(float* W, float* WT, const float* Wp, int64_t k, int64_t N) {
+  std::fill(W, W + NP * NP, 0.f);
+  if (WT) std::fill(WT, WT + NP * NP, 0.f);
+  for (int64_t i = 0; i < N; ++i)
+    for (int64_t m = 0; m < N; ++m) {
+      W[i * NP + m] = Wp[(k * N + i) * N + m];
+      if (WT) WT[m * NP + i] = W[i * NP + m];
+    }
+}
+
+// One layer for a block: xj = S(c + z W, thr) (z unused when first), then z = xo + w (xj - xo).
+static void layer(float* xj, float* z, const float* xo, const float* c, const float* W, int64_t N,
+                  bool first, __m512 vthr, __m512 vnthr, __m512 vw) {
+  for (int64_t r0 = 0; r0 < R; r0 += 4) {
+    __m512 acc[4][4];
+    for (int rr = 0; rr < 4; ++rr)
+      for (int q = 0; q < 4; ++q) acc[rr][q] = _mm512_load_ps(&c[(r0 + rr) * NP + 16 * q]);
+    if (!first) mk_rows(acc, z, r0, W, N);
+    for (int rr = 0; rr < 4; ++rr)
+      for (int q = 0; q < 4; ++q) {
+        const __m512 v = acc[rr][q];  // v - clamp(v, -thr, thr)
+        _mm512_store_ps(&xj[(r0 + rr) * NP + 16 * q],
+                        _mm512_sub_ps(v, _mm512_min_ps(_mm512_max_ps(v, vnthr), vthr)));
+      }
+  }
+  for (int64_t i = 0; i < R * NP; i += 16) {
+    const __m512 xi = _mm512_load_ps(&xj[i]);
+    const __m512 o = xo ? _mm512_load_ps(&xo[i]) : _mm512_setzero_ps();
+    _mm512_store_ps(&z[i], _mm512_fmadd_ps(vw, _mm512_sub_ps(xi, o), o));
+  }
+}
+
+torch::Tensor fista_forward(torch::Tensor W_, torch::Tensor c_, torch::Tensor thr_,
+                            std::vector<double> moms) {
+  check(W_, c_, thr_);
+  W_ = W_.contiguous(); c_ = c_.contiguous(); thr_ = thr_.contiguous();
+  const int64_t K = W_.size(0), N = W_.size(1), B = c_.size(1);
+  auto out = torch::empty_like(c_);
+  const float *Wp = W_.data_ptr<float>(), *cp = c_.data_ptr<float>(), *thp = thr_.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  const int64_t nb = (B + R - 1) / R;
+  const int T = moms.size();
+  at::parallel_for(0, K * nb, 1, [&](int64_t lo, int64_t hi) {
+    alignas(64) float W[NP * NP], c[R * NP], z[R * NP], xa[R * NP], xb[R * NP];
+    int64_t cur = -1;
+    for (int64_t t = lo; t < hi; ++t) {
+      const int64_t k = t / nb, b0 = (t % nb) * R, rows = std::min(R, B - b0);
+      const float thr = thr_.numel() == 1 ? thp[0] : thp[k];
+      if (k != cur) { load_w(W, nullptr, Wp, k, N); cur = k; }
+      load_block(c, cp, k, B, N, b0, rows);
+      float *x = xa, *xo = xb;
+      for (int j = 0; j < T; ++j) {
+        layer(x, z, j > 0 ? xo : nullptr, c, W, N, j == 0, _mm512_set1_ps(thr),
+              _mm512_set1_ps(-thr), _mm512_set1_ps(1.f + (float)moms[j]));
+        std::swap(x, xo);  // xo = this layer's codes
+      }
+      for (int64_t r = 0; r < rows; ++r)
+        std::copy(xo + r * NP, xo + r * NP + N, op + (k * B + b0 + r) * N);
+    }
+  });
+  return out;
+}
+
+// Gradients of x = FISTA(W, c, thr) for W and c, given gx (K,B,N) = dL/dx: per dictionary,
+// its blocks in order. Going back through layer j: gv = g_j * (x_j != 0) (the threshold's
+// derivative), dc += gv, dW += z_j^T gv, dz_j = gv W^T, which reaches x_{j-1} (times w_{j-1})
+// and x_{j-2} (times 1 - w_{j-1}).
+std::vector<torch::Tensor> fista_backward(torch::Tensor W_, torch::Tensor c_, torch::Tensor thr_,
+                                          std::vector<double> moms, torch::Tensor gx_) {
+  check(W_, c_, thr_);
+  TORCH_CHECK(gx_.sizes() == c_.sizes() && gx_.scalar_type() == torch::kFloat,
+              "fista: the gradient must match c");
+  W_ = W_.contiguous(); c_ = c_.contiguous(); thr_ = thr_.contiguous(); gx_ = gx_.contiguous();
+  const int64_t K = W_.size(0), N = W_.size(1), B = c_.size(1);
+  auto gW_ = torch::empty_like(W_);
+  auto gc_ = torch::empty_like(c_);
+  const float *Wp = W_.data_ptr<float>(), *cp = c_.data_ptr<float>(), *gxp = gx_.data_ptr<float>();
+  const float* thp = thr_.data_ptr<float>();
+  float *gWp = gW_.data_ptr<float>(), *gcp = gc_.data_ptr<float>();
+  const int T = moms.size();
+  at::parallel_for(0, K, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> Xv(T * R * NP + 16);  // every layer's codes of a block (+ room to align)
+    float* X = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(Xv.data()) + 63) & ~uintptr_t(63));
+    alignas(64) float W[NP * NP], WT[NP * NP], gW[NP * NP], c[R * NP], z[R * NP], gv[R * NP];
+    alignas(64) float g1[R * NP], g2[R * NP], gc[R * NP];
+    for (int64_t k = lo; k < hi; ++k) {
+      const float thr = thr_.numel() == 1 ? thp[0] : thp[k];
+      const __m512 vthr = _mm512_set1_ps(thr), vnthr = _mm512_set1_ps(-thr);
+      load_w(W, WT, Wp, k, N);
+      std::fill(gW, gW + NP * NP, 0.f);
+      for (int64_t b0 = 0; b0 < B; b0 += R) {
+        const int64_t rows = std::min(R, B - b0);
+        load_block(c, cp, k, B, N, b0, rows);
+        load_block(g1, gxp, k, B, N, b0, rows);
+        std::fill(g2, g2 + R * NP, 0.f);
+        std::fill(gc, gc + R * NP, 0.f);
+        for (int j = 0; j < T; ++j)  // the forward again, keeping every layer's codes
+          layer(X + j * R * NP, z, j > 0 ? X + (j - 1) * R * NP : nullptr, c, W, N, j == 0, vthr,
+                vnthr, _mm512_set1_ps(1.f + (float)moms[j]));
+        for (int j = T - 1; j >= 0; --j) {  // g1 = dL/dx_j, g2 = the part of dL/dx_{j-1} so far
+          const float* xj = X + j * R * NP;
+          for (int64_t i = 0; i < R * NP; i += 16) {
+            const __mmask16 on =
+                _mm512_cmp_ps_mask(_mm512_load_ps(&xj[i]), _mm512_setzero_ps(), _CMP_NEQ_OQ);
+            const __m512 g = _mm512_maskz_mov_ps(on, _mm512_load_ps(&g1[i]));
+            _mm512_store_ps(&gv[i], g);
+            _mm512_store_ps(&gc[i], _mm512_add_ps(_mm512_load_ps(&gc[i]), g));
+          }
+          if (j == 0) break;
+          // z_j = x_{j-2} + w (x_{j-1} - x_{j-2}), w = w_{j-1}
+          const float* xa = X + (j - 1) * R * NP;
+          const float* xb = j >= 2 ? X + (j - 2) * R * NP : nullptr;
+          const __m512 vw = _mm512_set1_ps(1.f + (float)moms[j - 1]);
+          for (int64_t i = 0; i < R * NP; i += 16) {
+            const __m512 a = _mm512_load_ps(&xa[i]);
+            const __m512 b = xb ? _mm512_load_ps(&xb[i]) : _mm512_setzero_ps();
+            _mm512_store_ps(&z[i], _mm512_fmadd_ps(vw, _mm512_sub_ps(a, b), b));
+          }
+          for (int64_t n0 = 0; n0 < N; n0 += 4) {  // dW += z^T gv, 4 rows of dW at once
+            __m512 a[4][4];
+            for (int nn = 0; nn < 4; ++nn)
+              for (int q = 0; q < 4; ++q) a[nn][q] = _mm512_load_ps(&gW[(n0 + nn) * NP + 16 * q]);
+            for (int64_t r = 0; r < rows; ++r) {
+              const __m512 v0 = _mm512_load_ps(&gv[r * NP]), v1 = _mm512_load_ps(&gv[r * NP + 16]);
+              const __m512 v2 = _mm512_load_ps(&gv[r * NP + 32]), v3 = _mm512_load_ps(&gv[r * NP + 48]);
+              for (int nn = 0; nn < 4; ++nn) {
+                const __m512 zn = _mm512_set1_ps(z[r * NP + n0 + nn]);
+                a[nn][0] = _mm512_fmadd_ps(zn, v0, a[nn][0]);
+                a[nn][1] = _mm512_fmadd_ps(zn, v1, a[nn][1]);
+                a[nn][2] = _mm512_fmadd_ps(zn, v2, a[nn][2]);
+                a[nn][3] = _mm512_fmadd_ps(zn, v3, a[nn][3]);
+              }
+            }
+            for (int nn = 0; nn < 4; ++nn)
+              for (int q = 0; q < 4; ++q) _mm512_store_ps(&gW[(n0 + nn) * NP + 16 * q], a[nn][q]);
+          }
+          // dz = gv W^T (into z, no longer needed); dL/dx_{j-1} = g2 + w dz, g2 = (1 - w) dz
+          for (int64_t r0 = 0; r0 < R; r0 += 4) {
+            __m512 acc[4][4];
+            for (int rr = 0; rr < 4; ++rr)
+              for (int q = 0; q < 4; ++q) acc[rr][q] = _mm512_setzero_ps();
+            mk_rows(acc, gv, r0, WT, N);
+            for (int rr = 0; rr < 4; ++rr)
+              for (int q = 0; q < 4; ++q) _mm512_store_ps(&z[(r0 + rr) * NP + 16 * q], acc[rr][q]);
+          }
+          const __m512 one_minus = _mm512_sub_ps(_mm512_set1_ps(1.f), vw);
+          for (int64_t i = 0; i < R * NP; i += 16) {
+            const __m512 g = _mm512_load_ps(&z[i]);
+            _mm512_store_ps(&g1[i], _mm512_fmadd_ps(vw, g, _mm512_load_ps(&g2[i])));
+            _mm512_store_ps(&g2[i], _mm512_mul_ps(one_minus, g));
+          }
+        }
+        for (int64_t r = 0; r < rows; ++r)
+          std::copy(gc + r * NP, gc + r * NP + N, gcp + (k * B + b0 + r) * N);
+      }
+      for (int64_t i = 0; i < N; ++i) std::copy(gW + i * NP, gW + i * NP + N, gWp + (k * N + i) * N);
+    }
+  });
+  return {gW_, gc_};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("fista_forward", &fista_forward);
+  m.def("fista_backward", &fista_backward);
+}
