@@ -23,7 +23,7 @@ up to float error. Samples with missing pixels (a mask) always take the direct p
 mask applied inside the residual, because a per-sample masked Gram ``A^T diag(m) A`` costs
 M N^2 per sample and dictionary, more than T layers of the direct gradient for T = 15.
 ``fista_kernel="native"`` runs the fast path's T layers as one fused CPU kernel
-(:mod:`mixlib.native`; 1.45x a whole epoch with its evaluation on all of MNIST, one thread).
+(:mod:`mixlib.native`; ``benchmarks/bench_mixmate_epoch.py`` times it against the torch layers).
 """
 
 from __future__ import annotations
