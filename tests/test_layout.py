@@ -9,8 +9,8 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "mixlib"
 # what a model may import from mixlib besides mixlib.models: numeric helpers shared with the
-# stages (devices and seeds; the initialisation maths MixMate starts from)
-MODEL_MAY_IMPORT = {"mixlib.utils", "mixlib.init"}
+# stages (devices and seeds; the initialisation maths MixMate starts from) and the native kernels
+MODEL_MAY_IMPORT = {"mixlib.utils", "mixlib.init", "mixlib.native"}
 
 
 def _module_name(path: Path) -> str:
