@@ -436,7 +436,7 @@ def train_model(
             tracker.log_artifact(p, "figures")
     if checkpoint is not None:
         checkpoint.remove()
-        Path(monitor.store).unlink(missing_ok=True)
+        monitor.store.unlink(missing_ok=True)
         _log_resumed(tracker, checkpoint)
     log.info("%s seed %d fitted in %.1f s", kind, seed, seconds)
 
@@ -491,7 +491,8 @@ class TrainingMonitor:
         self.eval_every, self.interval = eval_every, interval
         self.scores: dict[int, dict[str, float]] = {}  # step -> nmi, ari, acc
         self.store = None if store is None else Path(store)
-        self._stored: dict[int, dict[str, float]] = {}  # an earlier attempt's, until step one
+        # an earlier attempt's scores, kept until the fit's first report
+        self._stored: dict[int, dict[str, float]] = {}
         if self.store is not None and self.store.exists():
             self._stored = {int(k): v for k, v in read_json(self.store).items()}
         self.n_steps = 0
