@@ -67,6 +67,19 @@ def test_codes_and_gradients_are_the_torch_paths(K, B, N, T):
 
 
 @needs_kernel
+def test_the_kernel_runs_on_torchs_threads():
+    """The kernel's parallel loops use torch's thread count (built without OpenMP, ATen's
+    inline parallel_for silently runs them on one thread: the bug this guards)."""
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            assert native.fista_extension().team_size() == threads
+    finally:
+        torch.set_num_threads(before)
+
+
+@needs_kernel
 def test_same_bits_at_one_and_two_threads():
     G, Aty, step = _problem(10, 300, 50)
     before = torch.get_num_threads()

@@ -31,7 +31,15 @@ def _build():
 
     src = Path(__file__).with_name("fista.cpp")
     try:
-        mod = load("mixlib_fista", [str(src)], extra_cflags=["-O3", "-mavx512f", "-mfma"])
+        # -fopenmp: ATen's at::parallel_for is inline OpenMP, so without it the kernel runs on
+        # one thread whatever torch.set_num_threads says; the extension then shares torch's
+        # libgomp (same soname, already loaded), so torch's thread count applies to it.
+        mod = load(
+            "mixlib_fista",
+            [str(src)],
+            extra_cflags=["-O3", "-mavx512f", "-mfma", "-fopenmp"],
+            extra_ldflags=["-fopenmp"],
+        )
     except Exception as e:  # noqa: BLE001 - any build failure becomes the reason
         return None, f"the kernel did not build ({type(e).__name__}: {e})"
     return mod, None

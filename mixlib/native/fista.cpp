@@ -216,7 +216,19 @@ std::vector<torch::Tensor> fista_backward(torch::Tensor W_, torch::Tensor c_, to
   return {gW_, gc_};
 }
 
+// How many threads at::parallel_for gives this extension's loops (the kernels' split): torch's
+// thread count when the extension is built with OpenMP, 1 when its parallel_for fell back to
+// the serial path (what mixlib.native's build flags guard against; tests/test_native.py).
+int64_t team_size() {
+  std::vector<int> seen(at::get_num_threads(), 0);
+  at::parallel_for(0, 1024, 1, [&](int64_t, int64_t) { seen.at(at::get_thread_num()) = 1; });
+  int64_t n = 0;
+  for (int s : seen) n += s;
+  return n;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("fista_forward", &fista_forward);
   m.def("fista_backward", &fista_backward);
+  m.def("team_size", &team_size);
 }
