@@ -444,3 +444,17 @@ def test_the_last_epochs_evaluation_is_the_final_labels_computed_once(
     np.testing.assert_array_equal(m.labels_, plain.labels_)
     assert m.loss_ == plain.loss_
     assert monitor.curves()["acc"][-1] == pytest.approx(clustering_accuracy(y, m.labels_))
+
+
+def test_gram_one_product_backward_is_autograds():
+    """The native path's Gram matrices (``gram(A, "native")``, backward ``A (dG + dG^T)``)
+    have autograd's gradient of ``A^T A``, for a gradient that is not symmetric."""
+    from mixlib.models.mixmate import gram
+
+    A = torch.randn(3, 7, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a: gram(a, "native"), (A,))
+    w = torch.randn(3, 5, 5, dtype=torch.float64)
+    (g_native,) = torch.autograd.grad((gram(A, "native") * w).sum(), A)
+    (g_torch,) = torch.autograd.grad((gram(A, "torch") * w).sum(), A)
+    torch.testing.assert_close(g_native, g_torch)
+    torch.testing.assert_close(gram(A, "native"), A.transpose(1, 2) @ A)

@@ -22,8 +22,9 @@ code space too: ``||y - A x||^2 = ||y||^2 - 2 x^T A^T y + x^T G x``. This is the
 up to float error. Samples with missing pixels (a mask) always take the direct path with the
 mask applied inside the residual, because a per-sample masked Gram ``A^T diag(m) A`` costs
 M N^2 per sample and dictionary, more than T layers of the direct gradient for T = 15.
-``fista_kernel="native"`` runs the fast path's T layers as one fused CPU kernel
-(:mod:`mixlib.native`; ``benchmarks/bench_mixmate_epoch.py`` times it against the torch layers).
+``fista_kernel="native"`` is the fused CPU path: the fast path's T layers as one fused CPU kernel
+(:mod:`mixlib.native`), the Gram matrices with a one-product backward (:func:`gram`) and torch's
+fused Adam (``benchmarks/bench_mixmate_epoch.py`` times it against the torch layers).
 """
 
 from __future__ import annotations
@@ -208,6 +209,27 @@ def energy_direct(
     return (r * r).sum(-1) + lam * x.abs().sum(-1)
 
 
+class _Gram(torch.autograd.Function):
+    """``A_k^T A_k`` with the one-product backward ``dA = A (dG + dG^T)`` (autograd's own takes
+    two products and a strided sum)."""
+
+    @staticmethod
+    def forward(ctx, A):
+        ctx.save_for_backward(A)
+        return torch.bmm(A.transpose(1, 2), A)
+
+    @staticmethod
+    def backward(ctx, gG):
+        (A,) = ctx.saved_tensors
+        return torch.bmm(A, gG + gG.transpose(1, 2))
+
+
+def gram(A: torch.Tensor, kernel: str = "torch") -> torch.Tensor:
+    """(K, N, N) Gram matrices ``A_k^T A_k`` of (K, M, N) dictionaries; ``kernel="native"``
+    (the fused CPU path) takes :class:`_Gram`'s cheaper backward, the same up to rounding."""
+    return _Gram.apply(A) if kernel == "native" else A.transpose(1, 2) @ A
+
+
 def spectral_steps(G: torch.Tensor) -> torch.Tensor:
     """(K,) steps ``1 / ||A_k||_2^2`` = 1 / largest eigenvalue of ``G_k`` (no gradient)."""
     with torch.no_grad():
@@ -245,7 +267,7 @@ def encode(
     K, M, N = A.shape
     G = None
     if isinstance(step, str):  # "spectral"
-        G = A.transpose(1, 2) @ A
+        G = gram(A, kernel)
         step = spectral_steps(G)
     if mask is not None:
         incomplete = ~mask.all(dim=1)  # (B,)
@@ -256,7 +278,7 @@ def encode(
         return x, energy_direct(x, Y, A, lam)
     if mask is None:
         if G is None:
-            G = A.transpose(1, 2) @ A  # (K, N, N)
+            G = gram(A, kernel)  # (K, N, N)
         # A_k^T y for all k in one matmul: (B, M) @ (M, K N)
         Aty = (Y @ A.permute(1, 0, 2).reshape(M, K * N)).view(-1, K, N).transpose(0, 1)
         Aty = Aty.contiguous()  # (K, B, N)
@@ -453,9 +475,10 @@ class MixMate(TorchModel):
     fista_kernel : {"torch", "native"}, default "torch"
         The Gram path's FISTA: torch operations layer by layer, or one fused AVX-512 kernel for
         all layers with its own backward (:mod:`mixlib.native`, compiled on first use; float32
-        on the CPU, ``n_atoms <= 64``, ``fast``). The same model up to float rounding (codes
-        within ~1e-7; labels can differ where rounding moves a training step); same seed, same
-        labels at any thread count with either.
+        on the CPU, ``n_atoms <= 64``, ``fast``), which also takes the Gram matrices'
+        one-product backward (:func:`gram`) and torch's fused Adam. The same model up to float
+        rounding (codes within ~1e-7; labels can differ where rounding moves a training step);
+        same seed, same labels at any thread count with either.
     init : {"auto", "ssc", "spectral", "kmeans"}, default "auto"
         How ``fit`` assigns the points to dictionaries when it gets no ``init_labels``
         (:func:`mixlib.init.initialize`). ``"ssc"`` is the paper's recipe: SSC-OMP (5 atoms) of
@@ -726,7 +749,8 @@ class MixMate(TorchModel):
 
         self.init_labels_, self.init_loss_ = self._evaluate(Xt, mt, A.detach(), bias.detach())
         params = [A] if self.freeze_bias else [A, bias]
-        opt = torch.optim.Adam(params, lr=float(self.lr))
+        # the native path also takes torch's fused Adam (one pass over the parameters)
+        opt = torch.optim.Adam(params, lr=float(self.lr), fused=self.fista_kernel == "native")
         bs = int(self.batch_size)
         n_batches = max(n // bs, 1)  # the reference drops the incomplete last batch
         hist = {"loss": []}
