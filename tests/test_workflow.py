@@ -306,6 +306,7 @@ SHIPPED_CONFIGS = [
     ("mixmate_umap_fashion", 21),
     ("deep_70k", 97),
     ("kdae", 43),
+    ("mixmate_native", 81),
 ]
 
 
