@@ -10,7 +10,7 @@ $(BIN)/snakemake: pyproject.toml
 	$(BIN)/pip install -q -e ".[workflow,dev]"
 	touch $@
 
-.PHONY: setup run test test-fast lint mlflow-ui combined-table
+.PHONY: setup run test test-fast lint mlflow-ui combined-table paper-part
 setup: $(BIN)/snakemake
 
 run: setup
@@ -27,6 +27,17 @@ lint: setup
 	$(BIN)/ruff check mixlib tests benchmarks workflow_scripts
 	$(BIN)/ruff format --check mixlib tests benchmarks workflow_scripts
 	$(BIN)/snakefmt --check Snakefile rules
+
+# One part of config/paper.yaml (config/paper_parts.yaml; `python -m mixlib.parts` lists them), on
+# the staged files of ../shared/data, as one-thread jobs side by side (the faster layout on 2
+# cores: README, "Benchmarks"):  make paper-part PART=mnist_seed0
+PAPER_DATA ?= data_dir=../shared/data download=False
+paper-part: setup
+	@test -n "$(PART)" || { $(BIN)/python -m mixlib.parts; echo "make paper-part PART=<one of these>"; exit 2; }
+	set -f; overrides=$$($(BIN)/python -m mixlib.parts $(PART)) && \
+	$(BIN)/snakemake --configfile config/paper.yaml --replace-workflow-config --cores all \
+		--keep-going --rerun-incomplete --set-threads train_model=1 pretrain_autoencoder=1 \
+		--config $(PAPER_DATA) $$overrides
 
 mlflow-ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///results/mlflow/mlflow.db --host 127.0.0.1 --port 5000

@@ -208,6 +208,7 @@ def load_plan(config: dict, schema: str | Path = SCHEMA) -> Plan:
         cfg["seeds"] = [_command_line_int(s) for s in cfg["seeds"]]
     cfg = validate_schema(cfg, schema)
     cfg = _skip_datasets(cfg)
+    cfg = _skip_experiments(cfg)
     datasets = cfg["datasets"]
     for name, spec in datasets.items():
         _check_dataset(f"datasets.{name}", spec)
@@ -398,6 +399,19 @@ def _skip_datasets(cfg: dict) -> dict:
         m["sweep"] = sweep
         models[name] = m
     cfg["models"] = models
+    return cfg
+
+
+def _skip_experiments(cfg: dict) -> dict:
+    """``cfg`` (validated) without the experiments named in ``skip_experiments``."""
+    skip = cfg["skip_experiments"]
+    unknown = [e for e in skip if e not in cfg["experiments"]]
+    if unknown:
+        raise ConfigError(
+            f"skip_experiments: {unknown} not defined under `experiments` "
+            f"({sorted(cfg['experiments'])})"
+        )
+    cfg["experiments"] = {e: x for e, x in cfg["experiments"].items() if e not in skip}
     return cfg
 
 

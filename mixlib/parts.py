@@ -1,0 +1,196 @@
+"""A long config run in parts, each short enough for one sitting of a small machine.
+
+``config/paper.yaml`` is ~15-19 hours on 2 cores: more than a laptop's night and more than a
+session of a machine that does not survive it. A parts file (``config/paper_parts.yaml``) cuts
+it into named parts, each a set of datasets (all their models, sweeps and inits) and of seeds,
+with or without the config's ``experiments``, and each published to its own folder. A part runs
+as the config itself with ``--config`` overrides (``seeds``, ``skip_datasets``,
+``skip_experiments``, ``publish_dir``), so a part's jobs are exactly the config's jobs of that
+part: the same paths, parameters and results as in one run of the whole.
+
+The parts must partition the config's jobs (every training, init and experiment job in exactly
+one part); :func:`check_partition` says which job is missing or doubled, and the command line
+checks it before it prints anything::
+
+    python -m mixlib.parts                 # the parts, their jobs, the partition checked
+    python -m mixlib.parts mnist_seed0     # that part's --config overrides, one per line
+
+``make paper-part PART=mnist_seed0`` runs one (README, "Full scale"). Steps shared by the parts
+of a dataset (its download, preparation and init features) run again in each part that does not
+find them, so the parts' summed wall time is an upper bound on one run of the whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+from .plan import Plan, load_plan
+
+PARTS_FILE = "config/paper_parts.yaml"
+_PART_KEYS = {"datasets", "seeds", "experiments"}
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    datasets: tuple[str, ...]
+    seeds: tuple[int, ...] | None  # None: every seed of the config
+    experiments: bool
+
+
+@dataclass(frozen=True)
+class Parts:
+    path: Path
+    config_path: Path
+    config: dict  # the config file as read, before any part's overrides
+    publish_root: str
+    parts: dict[str, Part]
+
+    def overrides(self, name: str) -> list[str]:
+        """Part ``name`` as Snakemake ``--config`` arguments (no spaces, one argument each)."""
+        p = self.part(name)
+        out = []
+        if p.seeds is not None:
+            out.append(f"seeds=[{','.join(map(str, p.seeds))}]")
+        skip = [d for d in self.config["datasets"] if d not in p.datasets]
+        if skip:
+            out.append(f"skip_datasets=[{','.join(skip)}]")
+        if not p.experiments and self.config.get("experiments"):
+            out.append(f"skip_experiments=[{','.join(self.config['experiments'])}]")
+        out.append(f"publish_dir={self.publish_root}/{p.name}")
+        return out
+
+    def part_config(self, name: str) -> dict:
+        """The config with part ``name``'s overrides applied (what ``--config`` makes of it)."""
+        p = self.part(name)
+        cfg = copy.deepcopy(self.config)
+        if p.seeds is not None:
+            cfg["seeds"] = list(p.seeds)
+        cfg["skip_datasets"] = [d for d in cfg["datasets"] if d not in p.datasets]
+        if not p.experiments:
+            cfg["skip_experiments"] = list(cfg.get("experiments") or {})
+        cfg["publish_dir"] = f"{self.publish_root}/{p.name}"
+        return cfg
+
+    def part(self, name: str) -> Part:
+        if name not in self.parts:
+            raise ConfigError(f"{self.path}: no part {name!r} (parts: {', '.join(self.parts)})")
+        return self.parts[name]
+
+
+def load_parts(path: str | Path = PARTS_FILE) -> Parts:
+    """Read and check a parts file: its config exists, every part names datasets of it and
+    seeds among its seeds."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such parts file")
+    raw = yaml.safe_load(path.read_text()) or {}
+    for key in ("config", "publish_root", "parts"):
+        if key not in raw:
+            raise ConfigError(f"{path}: missing key {key!r}")
+    config_path = Path(raw["config"])
+    if not config_path.is_file():
+        raise ConfigError(f"{path}: config: {config_path} does not exist")
+    config = yaml.safe_load(config_path.read_text())
+    datasets, seeds = list(config.get("datasets") or {}), list(config.get("seeds") or [])
+    parts = {}
+    for name, spec in (raw["parts"] or {}).items():
+        key = f"{path}: parts.{name}"
+        if not isinstance(spec, dict) or set(spec) - _PART_KEYS:
+            raise ConfigError(f"{key}: a mapping of {sorted(_PART_KEYS)}, got {spec!r}")
+        ds = spec.get("datasets", [])
+        unknown = [d for d in ds if d not in datasets]
+        if unknown:
+            raise ConfigError(f"{key}.datasets: {unknown} not under `datasets` of {config_path}")
+        ss = spec.get("seeds")
+        if ss is not None and [s for s in ss if s not in seeds]:
+            raise ConfigError(f"{key}.seeds: {ss} not all among the seeds of {config_path} {seeds}")
+        ex = spec.get("experiments", False)
+        if not isinstance(ex, bool):
+            raise ConfigError(f"{key}.experiments: true or false, got {ex!r}")
+        parts[name] = Part(name, tuple(ds), None if ss is None else tuple(ss), ex)
+    if not parts:
+        raise ConfigError(f"{path}: no parts")
+    return Parts(path, config_path, config, str(raw["publish_root"]), parts)
+
+
+def planned_jobs(plan: Plan) -> set[tuple]:
+    """Every job of ``plan`` that computes something of its own: training (config entries and
+    sweep variants), inits, and the experiments' runs."""
+    jobs = {("train", *r) for r in plan.runs}
+    for s in plan.sweeps:
+        for d in s.datasets:
+            jobs |= {("train", *r) for r in plan.sweep_runs(d, s.model, s.param)}
+    jobs |= {("init", *r) for r in plan.init_runs()}
+    jobs |= {("pretrain", *r) for r in plan.pretrain_runs()}
+    if plan.gmm_exercise:
+        ex = plan.gmm_exercise
+        jobs |= {("gmm_exercise", d, i, s) for d in ex.datasets for i in ex.inits for s in ex.seeds}
+    if plan.gmm25:
+        jobs |= {("gmm25", m, s) for m, s in plan.gmm25.runs()}
+    return jobs
+
+
+def check_partition(parts: Parts) -> dict[str, set[tuple]]:
+    """Each part's jobs; raises :class:`ConfigError` naming the jobs of the config that no part
+    or more than one part runs."""
+    whole = planned_jobs(load_plan(parts.config))
+    per_part = {n: planned_jobs(load_plan(parts.part_config(n))) for n in parts.parts}
+    seen: dict[tuple, list[str]] = {}
+    for name, jobs in per_part.items():
+        for j in jobs:
+            seen.setdefault(j, []).append(name)
+    missing = sorted(whole - set(seen), key=str)
+    doubled = sorted(((j, n) for j, n in seen.items() if len(n) > 1), key=str)
+    if missing or doubled:
+        msg = [f"{parts.path} does not partition the jobs of {parts.config_path}:"]
+        if missing:
+            msg.append(f"{len(missing)} in no part, e.g. {missing[:3]}")
+        if doubled:
+            msg.append(f"{len(doubled)} in several parts, e.g. {doubled[:3]}")
+        raise ConfigError(" ".join(msg))
+    return per_part
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m mixlib.parts",
+        description="A config's parts (a parts file): list them, or print one's --config overrides.",
+    )
+    ap.add_argument("part", nargs="?", help="print this part's --config overrides")
+    ap.add_argument("--file", default=PARTS_FILE, help=f"the parts file (default {PARTS_FILE})")
+    args = ap.parse_args(argv)
+    try:
+        parts = load_parts(args.file)
+        per_part = check_partition(parts)
+        if args.part:
+            print("\n".join(parts.overrides(args.part)))
+            return 0
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{parts.path}: {len(parts.parts)} parts of {parts.config_path}, every job in one")
+    for name, jobs in per_part.items():
+        p = parts.parts[name]
+        kinds = {
+            k: sum(j[0] == k for j in jobs) for k in ("train", "init", "gmm_exercise", "gmm25")
+        }
+        counts = ", ".join(f"{v} {k}" for k, v in kinds.items() if v)
+        what = [", ".join(p.datasets)] if p.datasets else []
+        if p.datasets:
+            what.append("all seeds" if p.seeds is None else f"seeds {list(p.seeds)}")
+        if p.experiments:
+            what.append("the experiments")
+        print(f"  {name}: {'; '.join(what)}: {counts}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

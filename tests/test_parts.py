@@ -1,0 +1,127 @@
+"""config/paper.yaml in parts (mixlib.parts, config/paper_parts.yaml): the parts partition its
+jobs, and each part's ``--config`` overrides, merged as Snakemake merges them, plan exactly the
+jobs the part is said to hold."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from helpers import ROOT, run_snakemake
+from snakemake.cli import parse_config
+from snakemake.utils import update_config
+
+from mixlib import parts as partslib
+from mixlib.errors import ConfigError
+from mixlib.plan import load_plan
+
+
+@pytest.fixture(autouse=True)
+def _at_repo(monkeypatch):
+    monkeypatch.chdir(ROOT)  # the parts file names its config as the Makefile runs it
+
+
+def _write(tmp_path, parts, config="config/paper.yaml"):
+    path = tmp_path / "parts.yaml"
+    path.write_text(yaml.safe_dump({"config": config, "publish_root": "out", "parts": parts}))
+    return path
+
+
+def test_the_shipped_parts_partition_paper_yaml():
+    parts = partslib.load_parts()
+    per_part = partslib.check_partition(parts)
+    whole = partslib.planned_jobs(load_plan(parts.config))
+    assert set().union(*per_part.values()) == whole
+    assert sum(map(len, per_part.values())) == len(whole)
+    # every 70k training job of a seed in that seed's part
+    mnist0 = {j for j in per_part["mnist_seed0"] if j[0] == "train"}
+    assert mnist0 == {j for j in whole if j[0] == "train" and j[1] == "mnist" and j[4] == 0}
+    assert {j[0] for j in per_part["experiments"]} == {"gmm_exercise", "gmm25"}
+
+
+def test_overrides_merged_as_snakemake_merges_them_plan_the_part():
+    """The overrides go through Snakemake's own parsing and recursive merge (a mapping given
+    with --config is merged, not replaced: `experiments={}` would keep every experiment)."""
+    parts = partslib.load_parts()
+    for name in parts.parts:
+        cfg = copy.deepcopy(parts.config)
+        update_config(cfg, parse_config(parts.overrides(name)))
+        got = partslib.planned_jobs(load_plan(cfg))
+        assert got == partslib.planned_jobs(load_plan(parts.part_config(name))), name
+        assert load_plan(cfg).publish_dir == f"docs/results/paper/{name}"
+        assert all(" " not in a for a in parts.overrides(name))
+
+
+def test_a_missing_or_doubled_job_is_named(tmp_path):
+    some = {
+        "a": {"datasets": ["mnist", "fashion_mnist", "usps", "digits", "mnist5k"]},
+        "b": {"datasets": ["glass", "letter", "pendigits"]},
+        "c": {"experiments": True},
+    }
+    with pytest.raises(ConfigError, match=r"in no part, e.g. \[\('init', 'vehicle'"):
+        partslib.check_partition(partslib.load_parts(_write(tmp_path, some)))
+    some["b"]["datasets"].append("vehicle")
+    some["d"] = {"datasets": ["mnist"], "seeds": [3]}
+    with pytest.raises(ConfigError, match=r"in several parts, e.g. \[\(\('init', 'mnist'"):
+        partslib.check_partition(partslib.load_parts(_write(tmp_path, some)))
+    del some["d"]
+    assert set(partslib.check_partition(partslib.load_parts(_write(tmp_path, some)))) == set("abc")
+
+
+@pytest.mark.parametrize(
+    "parts, message",
+    [
+        ({"a": {"datasets": ["mnsit"]}}, r"parts.a.datasets: \['mnsit'\] not under `datasets`"),
+        ({"a": {"datasets": ["mnist"], "seeds": [7]}}, r"parts.a.seeds: \[7\] not all among"),
+        ({"a": {"datasets": ["mnist"], "seed": [0]}}, r"parts.a: a mapping of"),
+        ({"a": {"experiments": "yes"}}, r"parts.a.experiments: true or false"),
+        ({}, r"no parts"),
+    ],
+)
+def test_a_bad_parts_file_is_refused_by_name(tmp_path, parts, message):
+    with pytest.raises(ConfigError, match=message):
+        partslib.load_parts(_write(tmp_path, parts))
+
+
+def test_command_line(tmp_path, capsys):
+    assert partslib.main(["mnist_seed0"]) == 0
+    assert capsys.readouterr().out.split() == [
+        "seeds=[0]",
+        "skip_datasets=[fashion_mnist,usps,digits,mnist5k,glass,letter,pendigits,vehicle]",
+        "skip_experiments=[gmm_exercise,gmm25]",
+        "publish_dir=docs/results/paper/mnist_seed0",
+    ]
+    assert partslib.main([]) == 0
+    assert "14 parts of config/paper.yaml, every job in one" in capsys.readouterr().out
+    assert partslib.main(["nope"]) == 2
+    assert "no part 'nope'" in capsys.readouterr().err
+    path = _write(tmp_path, {"a": {"datasets": ["mnist"]}}, config="config/absent.yaml")
+    assert partslib.main(["--file", str(path)]) == 2
+    assert "config/absent.yaml does not exist" in capsys.readouterr().err
+
+
+def test_skip_experiments_leaves_them_out():
+    cfg = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+    update_config(cfg, parse_config(["skip_experiments=[gmm25]"]))
+    plan = load_plan(cfg)
+    assert plan.gmm25 is None and plan.gmm_exercise is not None
+    update_config(cfg, parse_config(["skip_experiments=[gmm26]"]))
+    with pytest.raises(ConfigError, match=r"skip_experiments: \['gmm26'\] not defined under"):
+        load_plan(cfg)
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("name", ["mnist_seed0", "experiments"])
+def test_snakemake_plans_a_part_as_its_jobs(tmp_path, name):
+    """The real command line (`make paper-part`'s): config/paper.yaml with the part's overrides
+    plans that part's training and init jobs and nothing else (a dry run)."""
+    parts = partslib.load_parts()
+    jobs = partslib.check_partition(parts)[name]
+    p = run_snakemake(tmp_path, "-n", "--config", *parts.overrides(name), config=parts.config)
+    rows = [ln.split() for ln in p.stdout.splitlines()]
+    counts = {r[0]: r[1] for r in rows if len(r) == 2 and r[1].isdigit()}
+    assert int(counts.get("train_model", 0)) == sum(j[0] == "train" for j in jobs)
+    assert int(counts.get("initialize", 0)) == sum(j[0] == "init" for j in jobs)
+    assert int(counts.get("gmm25_simulation", 0)) == sum(j[0] == "gmm25" for j in jobs)
+    assert ("gmm_exercise" in counts) == any(j[0] == "gmm_exercise" for j in jobs)
