@@ -14,6 +14,7 @@ checks it before it prints anything::
 
     python -m mixlib.parts                 # the parts, their jobs, the partition checked
     python -m mixlib.parts mnist_seed0     # that part's --config overrides, one per line
+    python -m mixlib.parts --times         # the published parts' wall times, summed
 
 ``make paper-part PART=mnist_seed0`` runs one (README, "Full scale"). Steps shared by the parts
 of a dataset (its download, preparation and init features) run again in each part that does not
@@ -24,12 +25,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from . import provenance
 from .errors import ConfigError
 from .plan import Plan, load_plan
 
@@ -159,6 +162,59 @@ def check_partition(parts: Parts) -> dict[str, set[tuple]]:
     return per_part
 
 
+_MINUTES = re.compile(r"([0-9.]+) min")
+
+
+def part_times(parts: Parts) -> list[dict]:
+    """Per part, from the provenance lines of the tables it published under
+    ``<publish_root>/<part>`` (none: not run yet): the invocation's wall time (the longest
+    span any of its tables records), the summed wall time of its jobs, the commits."""
+    rows = []
+    for name in parts.parts:
+        root = Path(parts.publish_root) / name
+        tables = [
+            p for p in (root / "paper.md", root / "gmm25" / "table.md") if p.is_file()
+        ] + sorted(root.glob("gmm_exercise/*/summary.md"))
+        row = {"part": name, "tables": len(tables), "wall_min": None, "jobs_min": None}
+        commits = set()
+        for t in tables:
+            notes = provenance.read_notes(t)
+            commits.add(notes.get("commit", "unknown")[:7])
+            m = _MINUTES.search(notes.get("invocation", ""))
+            if m:
+                row["wall_min"] = max(row["wall_min"] or 0.0, float(m.group(1)))
+            job = _MINUTES.search(notes.get("jobs wall time", ""))
+            job = job or re.search(r"^this job: ([0-9.]+) min", t.read_text(), re.M)
+            if job:
+                row["jobs_min"] = (row["jobs_min"] or 0.0) + float(job.group(1))
+        row["commits"] = ", ".join(sorted(commits))
+        rows.append(row)
+    return rows
+
+
+def times_markdown(parts: Parts) -> str:
+    """The parts' times as a Markdown table, with the sum over the parts run so far."""
+    rows = part_times(parts)
+    fmt = lambda v: "" if v is None else f"{v:.1f}"  # noqa: E731
+    lines = [
+        f"### {parts.config_path} in parts ({parts.path}): wall times",
+        "",
+        "| part | invocation (min) | jobs summed (min) | commit |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        if not r["tables"]:
+            lines.append(f"| {r['part']} | not run | | |")
+        else:
+            cells = (fmt(r["wall_min"]), fmt(r["jobs_min"]), r["commits"])
+            lines.append(f"| {r['part']} | " + " | ".join(cells) + " |")
+    done = [r for r in rows if r["tables"]]
+    wall = sum(r["wall_min"] or 0.0 for r in done)
+    jobs = sum(r["jobs_min"] or 0.0 for r in done)
+    lines.append(f"| **{len(done)} of {len(rows)} parts** | {wall:.1f} | {jobs:.1f} | |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m mixlib.parts",
@@ -166,10 +222,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("part", nargs="?", help="print this part's --config overrides")
     ap.add_argument("--file", default=PARTS_FILE, help=f"the parts file (default {PARTS_FILE})")
+    ap.add_argument(
+        "--times", action="store_true", help="the published parts' wall times, as Markdown"
+    )
     args = ap.parse_args(argv)
     try:
         parts = load_parts(args.file)
         per_part = check_partition(parts)
+        if args.times:
+            print(times_markdown(parts), end="")
+            return 0
         if args.part:
             print("\n".join(parts.overrides(args.part)))
             return 0

@@ -22,9 +22,10 @@ def _at_repo(monkeypatch):
     monkeypatch.chdir(ROOT)  # the parts file names its config as the Makefile runs it
 
 
-def _write(tmp_path, parts, config="config/paper.yaml"):
+def _write(tmp_path, parts, config="config/paper.yaml", publish_root="out"):
     path = tmp_path / "parts.yaml"
-    path.write_text(yaml.safe_dump({"config": config, "publish_root": "out", "parts": parts}))
+    raw = {"config": config, "publish_root": str(publish_root), "parts": parts}
+    path.write_text(yaml.safe_dump(raw))
     return path
 
 
@@ -99,6 +100,30 @@ def test_command_line(tmp_path, capsys):
     path = _write(tmp_path, {"a": {"datasets": ["mnist"]}}, config="config/absent.yaml")
     assert partslib.main(["--file", str(path)]) == 2
     assert "config/absent.yaml does not exist" in capsys.readouterr().err
+
+
+def test_times_sum_what_the_published_parts_record(tmp_path):
+    """The wall times come from the provenance lines of the tables each part published (here
+    real published tables copied into two parts' folders); a part with none is 'not run'."""
+    root = tmp_path / "published"
+    copies = {
+        "uci/paper.md": "biglearn/paper.md",
+        "experiments/gmm25/table.md": "biglearn/gmm25/table.md",
+        "experiments/gmm_exercise/mnist_16/summary.md": "gmm_mnist/gmm_exercise/mnist_16/summary.md",
+    }
+    for dst, src in copies.items():
+        (root / dst).parent.mkdir(parents=True, exist_ok=True)
+        (root / dst).write_text((ROOT / "docs/results" / src).read_text())
+    raw = yaml.safe_load((ROOT / partslib.PARTS_FILE).read_text())["parts"]
+    parts = partslib.load_parts(_write(tmp_path, raw, publish_root=root))
+    rows = {r["part"]: r for r in partslib.part_times(parts)}
+    assert rows["uci"]["jobs_min"] == pytest.approx(280.0)  # biglearn's 164 jobs
+    assert rows["experiments"]["jobs_min"] == pytest.approx(12.2 + 69.0)  # 30 jobs + the exercise
+    assert rows["experiments"]["wall_min"] == pytest.approx(0.2)
+    assert rows["mnist_seed0"]["tables"] == 0
+    text = partslib.times_markdown(parts)
+    assert "| mnist_seed0 | not run | | |" in text
+    assert "| **2 of 14 parts** | 0.2 | 361.2 | |" in text
 
 
 def test_skip_experiments_leaves_them_out():
