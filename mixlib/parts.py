@@ -14,7 +14,8 @@ checks it before it prints anything::
 
     python -m mixlib.parts                 # the parts, their jobs, the partition checked
     python -m mixlib.parts mnist_seed0     # that part's --config overrides, one per line
-    python -m mixlib.parts --times         # the published parts' wall times, summed
+    python -m mixlib.parts --times         # the published parts' wall times, summed, and
+                                           # an estimate for the parts that differ only by seed
 
 ``make paper-part PART=mnist_seed0`` runs one (README, "Full scale"). Steps shared by the parts
 of a dataset (its download, preparation and init features) run again in each part that does not
@@ -189,7 +190,24 @@ def part_times(parts: Parts) -> list[dict]:
                 row["jobs_min"] = (row["jobs_min"] or 0.0) + float(job.group(1))
         row["commits"] = ", ".join(sorted(commits))
         rows.append(row)
+    _estimate_unrun(parts, rows)
     return rows
+
+
+def _estimate_unrun(parts: Parts, rows: list[dict]) -> None:
+    """A part not run yet that differs from run parts only by its seeds (the same datasets
+    and experiments, as many seeds) gets their mean invocation time as ``estimate_min``, and
+    their names as ``estimate_from``: an extrapolation, labelled as one, never a measurement."""
+    shape = lambda p: (p.datasets, None if p.seeds is None else len(p.seeds), p.experiments)  # noqa: E731
+    run = [r for r in rows if r["tables"] and r["wall_min"] is not None]
+    for r in rows:
+        r["estimate_min"], r["estimate_from"] = None, []
+        if r["tables"]:
+            continue
+        like = [o for o in run if shape(parts.part(o["part"])) == shape(parts.part(r["part"]))]
+        if like:
+            r["estimate_min"] = sum(o["wall_min"] for o in like) / len(like)
+            r["estimate_from"] = [o["part"] for o in like]
 
 
 def times_markdown(parts: Parts) -> str:
@@ -204,7 +222,12 @@ def times_markdown(parts: Parts) -> str:
     ]
     for r in rows:
         if not r["tables"]:
-            lines.append(f"| {r['part']} | not run | | |")
+            est = r["estimate_min"]
+            if est is None:
+                lines.append(f"| {r['part']} | not run | | |")
+            else:
+                like = " and ".join(r["estimate_from"])
+                lines.append(f"| {r['part']} | not run (~{est:.0f} estimated, as {like}) | | |")
         else:
             cells = (fmt(r["wall_min"]), fmt(r["jobs_min"]), r["commits"])
             lines.append(f"| {r['part']} | " + " | ".join(cells) + " |")
@@ -212,6 +235,13 @@ def times_markdown(parts: Parts) -> str:
     wall = sum(r["wall_min"] or 0.0 for r in done)
     jobs = sum(r["jobs_min"] or 0.0 for r in done)
     lines.append(f"| **{len(done)} of {len(rows)} parts** | {wall:.1f} | {jobs:.1f} | |")
+    guessed = [r for r in rows if r["estimate_min"] is not None]
+    if guessed:
+        total = wall + sum(r["estimate_min"] for r in guessed)
+        lines.append(
+            f"| **{len(done)} run + {len(guessed)} estimated of {len(rows)}** "
+            f"| ~{total:.0f} (estimate) | | |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -223,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("part", nargs="?", help="print this part's --config overrides")
     ap.add_argument("--file", default=PARTS_FILE, help=f"the parts file (default {PARTS_FILE})")
     ap.add_argument(
-        "--times", action="store_true", help="the published parts' wall times, as Markdown"
+        "--times",
+        action="store_true",
+        help="the published parts' wall times and estimates, as Markdown",
     )
     args = ap.parse_args(argv)
     try:

@@ -126,6 +126,29 @@ def test_times_sum_what_the_published_parts_record(tmp_path):
     assert "| **2 of 14 parts** | 0.2 | 361.2 | |" in text
 
 
+def test_times_estimate_a_part_from_a_run_one_of_other_seeds(tmp_path):
+    """A part not run that differs from a run part only by its seeds is estimated by that
+    part's invocation time, labelled as an estimate; other datasets are not estimated."""
+    root = tmp_path / "published"
+    (root / "mnist_seed0").mkdir(parents=True)
+    (root / "mnist_seed0/paper.md").write_text((ROOT / "docs/results/table1/paper.md").read_text())
+    raw = yaml.safe_load((ROOT / partslib.PARTS_FILE).read_text())["parts"]
+    parts = partslib.load_parts(_write(tmp_path, raw, publish_root=root))
+    rows = {r["part"]: r for r in partslib.part_times(parts)}
+    assert rows["mnist_seed0"]["wall_min"] == pytest.approx(74.8)
+    assert rows["mnist_seed0"]["estimate_min"] is None
+    for s in (1, 2, 3, 4):
+        assert rows[f"mnist_seed{s}"]["estimate_min"] == pytest.approx(74.8)
+        assert rows[f"mnist_seed{s}"]["estimate_from"] == ["mnist_seed0"]
+    assert rows["fashion_mnist_seed1"]["estimate_min"] is None
+    assert rows["small"]["estimate_min"] is None  # all seeds: no run part of that shape
+    text = partslib.times_markdown(parts)
+    assert "| mnist_seed3 | not run (~75 estimated, as mnist_seed0) | | |" in text
+    assert "| fashion_mnist_seed0 | not run | | |" in text
+    assert "| **1 of 14 parts** | 74.8 | 96.4 | |" in text
+    assert "| **1 run + 4 estimated of 14** | ~374 (estimate) | | |" in text
+
+
 def test_skip_experiments_leaves_them_out():
     cfg = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
     update_config(cfg, parse_config(["skip_experiments=[gmm25]"]))
