@@ -211,7 +211,8 @@ def _estimate_unrun(parts: Parts, rows: list[dict]) -> None:
 
 
 def times_markdown(parts: Parts) -> str:
-    """The parts' times as a Markdown table, with the sum over the parts run so far."""
+    """The parts' times as a Markdown table: the sum over the parts run so far, and the run
+    plus estimated total where some parts are estimated (:func:`_estimate_unrun`)."""
     rows = part_times(parts)
     fmt = lambda v: "" if v is None else f"{v:.1f}"  # noqa: E731
     lines = [
