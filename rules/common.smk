@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 from mixlib.download import SOURCES, verify
-from mixlib.models import uses_gpu
+from mixlib.models import schedule_priority, uses_gpu
 from mixlib.plan import load_plan
 
 PLAN = load_plan(config)
@@ -294,6 +294,12 @@ def train_threads(wildcards):
     job."""
     m = torch_job_model(wildcards)
     return 2 if uses_gpu(m.kind, m.params) else 1
+
+
+def train_priority(wildcards):
+    """The auto-encoder models' training and pre-training jobs first (hours on 70k against
+    minutes for the others): ``mixlib.models.schedule_priority``."""
+    return schedule_priority(torch_job_model(wildcards).kind)
 
 
 def train_gpus(wildcards):

@@ -7,6 +7,7 @@ rule pretrain_autoencoder:
         "results/logs/pretrain_autoencoder/{dataset}/{recipe}/seed{seed}.log",
     benchmark:
         "results/benchmarks/pretrain_autoencoder/{dataset}/{recipe}/seed{seed}.tsv"
+    priority: train_priority
     threads: train_threads
     resources:
         gpu=train_gpus,
@@ -36,6 +37,7 @@ rule train_model:
         "results/logs/train_model/{dataset}/{model}/{init}/seed{seed}.log",
     benchmark:
         "results/benchmarks/train_model/{dataset}/{model}/{init}/seed{seed}.tsv"
+    priority: train_priority
     threads: train_threads
     resources:
         gpu=train_gpus,

@@ -327,6 +327,37 @@ def test_shipped_configs_pass_checks_and_plan(tmp_path, name, n_jobs):
     assert total and int(total[0][1]) == n_jobs, p.stdout[-2000:]
 
 
+def test_autoencoder_jobs_are_scheduled_first(tmp_path):
+    """The hours-long jobs (the auto-encoder kinds' training and pre-training) carry a higher
+    Snakemake priority than the minutes-long ones, so a small machine starts them first: in
+    the plan of config/dec.yaml (DEC, IDEC, DCN, a shared pre-training, k-means)."""
+    from mixlib.models import schedule_priority
+
+    cfg = load_config("dec")
+    p = run_snakemake(tmp_path, "-n", config=cfg)
+    seen = {}
+    for block in p.stdout.split("\nrule ")[1:]:
+        rule = block.split(":", 1)[0]
+        if rule not in ("train_model", "pretrain_autoencoder"):
+            continue
+        m = re.search(r"priority: (\d+)", block)
+        priority = int(m.group(1)) if m else 0
+        if rule == "pretrain_autoencoder":
+            seen.setdefault("pretrain", set()).add(priority)
+        else:
+            kind = cfg["models"][re.search(r"model=(\w+)", block).group(1)]["kind"]
+            seen.setdefault(kind, set()).add(priority)
+    assert seen == {
+        "pretrain": {1},
+        "dec": {1},
+        "idec": {1},
+        "dcn": {1},
+        "kmeans": {0},
+    }, seen
+    assert schedule_priority("deep_power_kmeans") == 1
+    assert schedule_priority("mixmate") == schedule_priority("gmm_em") == 0
+
+
 def test_dotted_dataset_names_cross_table_provenance_and_publishing(tmp_path):
     """Two datasets whose names differ only after a dot each get their own tables (the paths
     the rule declares, never rebuilt); the cross-dataset table carries both, with the command
