@@ -164,12 +164,14 @@ def check_partition(parts: Parts) -> dict[str, set[tuple]]:
 
 
 _MINUTES = re.compile(r"([0-9.]+) min")
+_HOST = re.compile(r"on (\d+) CPU\(s\)(?: \((.+)\))?\s*$")
 
 
 def part_times(parts: Parts) -> list[dict]:
     """Per part, from the provenance lines of the tables it published under
     ``<publish_root>/<part>`` (none: not run yet): the invocation's wall time (the longest
-    span any of its tables records), the summed wall time of its jobs, the commits."""
+    span any of its tables records), the summed wall time of its jobs, the hosts (CPU count
+    and, where the invocation recorded it, the CPU's model), the commits."""
     rows = []
     for name in parts.parts:
         root = Path(parts.publish_root) / name
@@ -177,10 +179,13 @@ def part_times(parts: Parts) -> list[dict]:
             p for p in (root / "paper.md", root / "gmm25" / "table.md") if p.is_file()
         ] + sorted(root.glob("gmm_exercise/*/summary.md"))
         row = {"part": name, "tables": len(tables), "wall_min": None, "jobs_min": None}
-        commits = set()
+        commits, hosts = set(), set()
         for t in tables:
             notes = provenance.read_notes(t)
             commits.add(notes.get("commit", "unknown")[:7])
+            h = _HOST.search(notes.get("invocation", ""))
+            if h:
+                hosts.add(f"{h.group(1)} CPU(s)" + (f", {h.group(2)}" if h.group(2) else ""))
             m = _MINUTES.search(notes.get("invocation", ""))
             if m:
                 row["wall_min"] = max(row["wall_min"] or 0.0, float(m.group(1)))
@@ -189,6 +194,7 @@ def part_times(parts: Parts) -> list[dict]:
             if job:
                 row["jobs_min"] = (row["jobs_min"] or 0.0) + float(job.group(1))
         row["commits"] = ", ".join(sorted(commits))
+        row["hosts"] = "; ".join(sorted(hosts))
         rows.append(row)
     _estimate_unrun(parts, rows)
     return rows
@@ -218,30 +224,30 @@ def times_markdown(parts: Parts) -> str:
     lines = [
         f"### {parts.config_path} in parts ({parts.path}): wall times",
         "",
-        "| part | invocation (min) | jobs summed (min) | commit |",
-        "|---|---|---|---|",
+        "| part | invocation (min) | jobs summed (min) | host | commit |",
+        "|---|---|---|---|---|",
     ]
     for r in rows:
         if not r["tables"]:
             est = r["estimate_min"]
             if est is None:
-                lines.append(f"| {r['part']} | not run | | |")
+                lines.append(f"| {r['part']} | not run | | | |")
             else:
                 like = " and ".join(r["estimate_from"])
-                lines.append(f"| {r['part']} | not run (~{est:.0f} estimated, as {like}) | | |")
+                lines.append(f"| {r['part']} | not run (~{est:.0f} estimated, as {like}) | | | |")
         else:
-            cells = (fmt(r["wall_min"]), fmt(r["jobs_min"]), r["commits"])
+            cells = (fmt(r["wall_min"]), fmt(r["jobs_min"]), r["hosts"], r["commits"])
             lines.append(f"| {r['part']} | " + " | ".join(cells) + " |")
     done = [r for r in rows if r["tables"]]
     wall = sum(r["wall_min"] or 0.0 for r in done)
     jobs = sum(r["jobs_min"] or 0.0 for r in done)
-    lines.append(f"| **{len(done)} of {len(rows)} parts** | {wall:.1f} | {jobs:.1f} | |")
+    lines.append(f"| **{len(done)} of {len(rows)} parts** | {wall:.1f} | {jobs:.1f} | | |")
     guessed = [r for r in rows if r["estimate_min"] is not None]
     if guessed:
         total = wall + sum(r["estimate_min"] for r in guessed)
         lines.append(
             f"| **{len(done)} run + {len(guessed)} estimated of {len(rows)}** "
-            f"| ~{total:.0f} (estimate) | | |"
+            f"| ~{total:.0f} (estimate) | | | |"
         )
     return "\n".join(lines) + "\n"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import platform
 import socket
 import subprocess
 import sys
@@ -38,6 +39,20 @@ def git_commit(repo: str | os.PathLike) -> str:
     return sha + ("-dirty" if dirty else "")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``model name`` of /proc/cpuinfo on Linux, else
+    :func:`platform.processor`), ``""`` when unknown: wall times depend on it as much as on
+    the core count (a 70k part: ~3 h on a 2-core AMD EPYC, README "Full scale")."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() == "model name":
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def invocation(repo, configfiles, argv=None) -> dict:
     """The facts of this invocation: command line, config files, commit, start time, host."""
     argv = list(sys.argv if argv is None else argv)
@@ -51,6 +66,7 @@ def invocation(repo, configfiles, argv=None) -> dict:
         "commit": git_commit(repo),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "host_cpus": os.cpu_count(),
+        "host_cpu": cpu_model(),
         "host": socket.gethostname(),
     }
 
@@ -139,6 +155,8 @@ def describe(invocation_path, benchmarks=(), infos=()) -> dict:
                 f"started {started}, table written {now.isoformat(timespec='seconds')} "
                 f"({elapsed / 60:.1f} min) on {info.get('host_cpus')} CPU(s)"
             )
+            if info.get("host_cpu"):
+                out["invocation"] += f" ({info['host_cpu']})"
         earlier = _earlier_invocations(p.with_name("invocations.jsonl"), info)
         if earlier:
             out["earlier invocations"] = (

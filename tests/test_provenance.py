@@ -3,6 +3,7 @@ jobs' summed wall time."""
 
 import json
 import subprocess
+from pathlib import Path
 
 from mixlib import provenance
 
@@ -32,14 +33,23 @@ def test_commit_dirty_state_and_the_configs_that_ran(tmp_path):
     ]
 
 
+def test_invocation_records_the_cpu_model(tmp_path):
+    """Wall times depend on the CPU, not only on how many: the invocation names its model."""
+    info = provenance.invocation(tmp_path, [], ["snakemake"])
+    assert info["host_cpu"] == provenance.cpu_model()
+    if Path("/proc/cpuinfo").is_file():  # Linux: the kernel's name for it
+        assert info["host_cpu"] and info["host_cpu"] in Path("/proc/cpuinfo").read_text()
+
+
 def test_describe_sums_the_jobs_wall_time(tmp_path):
     for i, s in enumerate((60.0, 120.0)):
         (tmp_path / f"{i}.tsv").write_text(f"s\th:m:s\tmax_rss\n{s}\t0:01:00\t10\n")
     inv = tmp_path / "invocation.json"
     provenance.write_invocation(inv, {"command": "snakemake -n", "configs": ["c.yaml"],
                                       "commit": "abc", "started": "2026-01-01T00:00:00+00:00",
-                                      "host_cpus": 2})  # fmt: skip
+                                      "host_cpus": 2, "host_cpu": "Test CPU @ 1 GHz"})  # fmt: skip
     out = provenance.describe(inv, [tmp_path / "0.tsv", tmp_path / "1.tsv", tmp_path / "x.tsv"])
+    assert out["invocation"].endswith(" min) on 2 CPU(s) (Test CPU @ 1 GHz)")
     assert out["jobs wall time"].startswith("3.0 min summed over the 2 benchmarked jobs")
     assert out["command"] == "`snakemake -n`" and out["commit"] == "abc"
     assert set(out) <= set(provenance.NOTE_KEYS)  # what read_notes reads back from a table
