@@ -297,9 +297,10 @@ def train_threads(wildcards):
 
 
 def train_priority(wildcards):
-    """The auto-encoder models' training and pre-training jobs first (hours on 70k against
-    minutes for the others): ``mixlib.models.schedule_priority``."""
-    return schedule_priority(torch_job_model(wildcards).kind)
+    """The long jobs first (the auto-encoder models' training and pre-training, MixMate with
+    missing pixels: ~10x the others on 70k): ``mixlib.models.schedule_priority``."""
+    m = torch_job_model(wildcards)
+    return schedule_priority(m.kind, m.params)
 
 
 def train_gpus(wildcards):

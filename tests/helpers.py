@@ -3,6 +3,7 @@ real Snakefile in a temporary directory, reading MLflow runs, small blob data in
 Fixtures are in conftest.py."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,24 @@ def run_snakemake(workdir, *args, config=None, env=None, check=True):
             + job_logs(workdir)
         )
     return p
+
+
+def planned_priorities(stdout: str) -> dict[str, set[int]]:
+    """The Snakemake priorities a dry run's job list gives the training jobs, per ``model``
+    wildcard (pre-training jobs under ``"pretrain"``); a job printed without one has 0."""
+    seen = {}
+    for block in stdout.split("\nrule ")[1:]:
+        rule = block.split(":", 1)[0]
+        if rule not in ("train_model", "pretrain_autoencoder"):
+            continue
+        m = re.search(r"priority: (\d+)", block)
+        key = (
+            "pretrain"
+            if rule == "pretrain_autoencoder"
+            else re.search(r"model=([^,\s]+)", block)[1]
+        )
+        seen.setdefault(key, set()).add(int(m[1]) if m else 0)
+    return seen
 
 
 def job_logs(workdir, tail=1500):

@@ -8,7 +8,7 @@ import copy
 
 import pytest
 import yaml
-from helpers import ROOT, run_snakemake
+from helpers import ROOT, planned_priorities, run_snakemake
 from snakemake.cli import parse_config
 from snakemake.utils import update_config
 
@@ -178,3 +178,6 @@ def test_snakemake_plans_a_part_as_its_jobs(tmp_path, name):
     assert int(counts.get("initialize", 0)) == sum(j[0] == "init" for j in jobs)
     assert int(counts.get("gmm25_simulation", 0)) == sum(j[0] == "gmm25" for j in jobs)
     assert ("gmm_exercise" in counts) == any(j[0] == "gmm_exercise" for j in jobs)
+    if name == "mnist_seed0":  # its two long jobs start first (mixlib.models.schedule_priority)
+        long = {m for m, prio in planned_priorities(p.stdout).items() if prio == {1}}
+        assert long == {"deep_power_kmeans", "mixmate.erase_frac0.25"}, planned_priorities(p.stdout)

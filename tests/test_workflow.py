@@ -12,7 +12,15 @@ import urllib.request
 
 import pandas as pd
 import pytest
-from helpers import ROOT, SNAKEMAKE, job_logs, load_config, mlflow_runs, run_snakemake
+from helpers import (
+    ROOT,
+    SNAKEMAKE,
+    job_logs,
+    load_config,
+    mlflow_runs,
+    planned_priorities,
+    run_snakemake,
+)
 
 pytestmark = pytest.mark.workflow
 
@@ -333,29 +341,18 @@ def test_autoencoder_jobs_are_scheduled_first(tmp_path):
     the plan of config/dec.yaml (DEC, IDEC, DCN, a shared pre-training, k-means)."""
     from mixlib.models import schedule_priority
 
-    cfg = load_config("dec")
-    p = run_snakemake(tmp_path, "-n", config=cfg)
-    seen = {}
-    for block in p.stdout.split("\nrule ")[1:]:
-        rule = block.split(":", 1)[0]
-        if rule not in ("train_model", "pretrain_autoencoder"):
-            continue
-        m = re.search(r"priority: (\d+)", block)
-        priority = int(m.group(1)) if m else 0
-        if rule == "pretrain_autoencoder":
-            seen.setdefault("pretrain", set()).add(priority)
-        else:
-            kind = cfg["models"][re.search(r"model=(\w+)", block).group(1)]["kind"]
-            seen.setdefault(kind, set()).add(priority)
-    assert seen == {
+    p = run_snakemake(tmp_path, "-n", config=load_config("dec"))
+    assert planned_priorities(p.stdout) == {
         "pretrain": {1},
         "dec": {1},
         "idec": {1},
         "dcn": {1},
         "kmeans": {0},
-    }, seen
+    }
     assert schedule_priority("deep_power_kmeans") == 1
     assert schedule_priority("mixmate") == schedule_priority("gmm_em") == 0
+    assert schedule_priority("mixmate", {"erase_prob": 0.9, "erase_frac": 0.25}) == 1
+    assert schedule_priority("mixmate", {"erase_prob": 0.9, "erase_frac": 0.0}) == 0
 
 
 def test_dotted_dataset_names_cross_table_provenance_and_publishing(tmp_path):

@@ -262,18 +262,26 @@ def uses_gpu(kind: str, params: dict | None = None) -> bool:
 
 
 #: Model kinds that train a deep auto-encoder (pre-training, then clustering epochs): on 70,000
-#: images on a CPU their jobs take hours (deep power k-means 126 min on one thread) against
-#: minutes for every other kind (MixMate 13-15 min, the anchors 1-7 min; README, "Full scale").
+#: images on a CPU their jobs take an hour or more (deep power k-means 126 min on one thread of
+#: a 2-core AMD EPYC) against minutes for most other jobs (MixMate 8-15 min, the anchors 1-7
+#: min; README, "Full scale").
 AUTOENCODER_KINDS = frozenset({"deep_power_kmeans", "dec", "idec", "dcn", "n2d", "kdae", "damic"})
 
 
-def schedule_priority(kind: str) -> int:
-    """Snakemake priority of the training (and pre-training) jobs of model ``kind``: 1 for the
-    auto-encoder kinds, 0 for the others. Of the jobs ready to run, Snakemake starts those of
-    higher priority first, so the hours-long jobs start before the minutes-long ones
+def schedule_priority(kind: str, params: dict | None = None) -> int:
+    """Snakemake priority of the training (and pre-training) jobs of model ``kind`` with
+    hyperparameters ``params``: 1 for the jobs known to take ~10x the others, 0 for the rest.
+    Those are the auto-encoder kinds and MixMate with missing pixels (``erase_prob`` and
+    ``erase_frac`` > 0: its masked rows take the direct FISTA path, ~95 s an epoch on 70k
+    MNIST against ~9 s without a mask, one thread). Of the jobs ready to run, Snakemake starts
+    those of higher priority first, so the long jobs start before the short ones
     (longest-first) instead of in whatever order the scheduler picks: on a 2-core machine a
-    deep power k-means job started last would end the run alone for two hours."""
-    return int(kind in AUTOENCODER_KINDS)
+    long job started last would end the run alone for an hour or more."""
+    if kind in AUTOENCODER_KINDS:
+        return 1
+    p = params or {}
+    masked = kind == "mixmate" and p.get("erase_prob", 0) > 0 and p.get("erase_frac", 0) > 0
+    return int(masked)
 
 
 def __getattr__(name):  # mixlib.models.MixMate etc., resolved lazily through the registry
