@@ -117,12 +117,16 @@ def clustering_outputs():
 
 def publish_map():
     """{copy under publish_dir: the output it copies}: the clustering tables and figures flat,
-    the experiments' under their own folders (e.g. <publish_dir>/gmm25/table.md); none when
-    publish_dir is null."""
+    the sweeps' tables and figures under sweeps/<dataset>/<model>/ (e.g. the λ sweep and the
+    missing-pixel table), the experiments' under their own folders (e.g.
+    <publish_dir>/gmm25/table.md); none when publish_dir is null."""
     if not PLAN.publish_dir:
         return {}
     flat = [p for p in clustering_outputs() if not p.endswith("summary.csv")]
     out = {f"{PLAN.publish_dir}/{Path(p).name}": p for p in flat}
+    # results/{tables,figures}/sweeps/<dataset>/<model>/<param>.* -> sweeps/<dataset>/...
+    for p in sweep_outputs():
+        out[f"{PLAN.publish_dir}/{Path(p).relative_to(Path(p).parents[3])}"] = p
     for p in [*gmm25_outputs(), *gmm_exercise_outputs()]:
         out[f"{PLAN.publish_dir}/{Path(p).relative_to('results/em')}"] = p
     return out

@@ -244,7 +244,7 @@ def _tiny_sweep_config():
 @pytest.fixture(scope="module")
 def sweep_run(tmp_path_factory):
     wd = tmp_path_factory.mktemp("sweep")
-    run_snakemake(wd, "--cores", "2", config=_tiny_sweep_config())
+    run_snakemake(wd, "--cores", "2", config={**_tiny_sweep_config(), "publish_dir": "published"})
     return wd
 
 
@@ -261,6 +261,12 @@ def test_sweep_tables_end_to_end(sweep_run):
     assert "| gmm (kmeans) TRAIN | 30 |" in (t / "reg_covar.md").read_text()
     assert (t / "reg_covar.tex").read_text().count(r"\toprule") == 1
     assert (wd / "results/figures/sweeps/blobs/gmm/reg_covar.png").stat().st_size > 1000
+    # published beside the main tables, under sweeps/<dataset>/<model>/
+    pub = wd / "published/sweeps/blobs"
+    assert (pub / "gmm/reg_covar.md").read_text() == (t / "reg_covar.md").read_text()
+    assert {p.name for p in (pub / "mixmate").iterdir()} == {
+        f"erase_frac.{ext}" for ext in ("md", "tex", "csv", "png")
+    }
     # the value equal to the model's own is the model itself: trained once
     trained = {p.name for p in (wd / "results/train/blobs").iterdir()}
     assert trained == {"gmm", "gmm.reg_covar30.0", "mixmate", "mixmate.erase_frac0.25"}
