@@ -688,6 +688,10 @@ def aggregate(
     title = f"{', '.join(datasets)}: mean ± std over seeds (n runs)"
     notes = _provenance_notes(provenance, long)
     notes[1:1] = [f"{name}: {spec['note']}" for name, spec in datasets.items() if spec.get("note")]
+    if reference_csv and not Path(reference_csv).is_file():  # say so rather than drop them silently
+        missing = f"reference_csv `{reference_csv}` not found from the working directory: no [published] rows."
+        log.warning(missing)
+        notes.insert(1, missing)
     for p in tables.write_tables(cells, best, *paper_out, title, notes):
         publish(p, "tables")
     tracker.log_metrics({"n_records": len(long)})

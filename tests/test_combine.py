@@ -9,7 +9,7 @@ from mixlib import combine, pipeline, provenance
 REFERENCE = "source,dataset,method,stage,metric,mean,std,note\npaper,d,DEC,,acc,0.84,,\n"
 
 
-def _publish(tmp_path, name, models, commit, n=100, seeds=(0, 1), dataset="d"):
+def _publish(tmp_path, name, models, commit, n=100, seeds=(0, 1), dataset="d", reference_csv=None):
     """A directory as the workflow publishes it, written by the real aggregate job: long.csv
     and paper.md with the provenance lines of an invocation at ``commit``."""
     work = tmp_path / f"work_{name}"
@@ -37,9 +37,24 @@ def _publish(tmp_path, name, models, commit, n=100, seeds=(0, 1), dataset="d"):
         tables_out={dataset: [str(work / f"d.{x}") for x in ("md", "tex", "csv")]},
         figures_out={dataset: str(work / "d.png")},
         paper_out=[str(out / f"paper.{x}") for x in ("md", "tex", "csv")],
+        reference_csv=reference_csv,
         provenance=provenance.describe(inv),
     )
     return out
+
+
+def test_a_missing_reference_csv_is_named_under_the_table(tmp_path):
+    """A configured reference CSV that is not there (a path relative to another working
+    directory) leaves the published rows out with a line saying so, not silently."""
+    ref = tmp_path / "ref.csv"
+    ref.write_text(REFERENCE)
+    found = _publish(tmp_path, "found", {"dec": (0.5, 0.6)}, "a" * 40, reference_csv=str(ref))
+    text = (found / "paper.md").read_text()
+    assert "DEC [published]" in text and "not found" not in text
+    gone = _publish(tmp_path, "gone", {"dec": (0.5, 0.6)}, "a" * 40, reference_csv="../x/ref.csv")
+    text = (gone / "paper.md").read_text()
+    assert "[published] |" not in text
+    assert "reference_csv `../x/ref.csv` not found from the working directory" in text
 
 
 def test_rows_of_several_tables_side_by_side_each_citing_its_source(tmp_path):
