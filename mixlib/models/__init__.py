@@ -264,7 +264,7 @@ def uses_gpu(kind: str, params: dict | None = None) -> bool:
 #: Model kinds that train a deep auto-encoder (pre-training, then clustering epochs): on 70,000
 #: images on a CPU their jobs take an hour or more (deep power k-means on one thread: 126 min on
 #: a 2-core AMD EPYC, 56 min on an Intel Xeon with AMX) against minutes for most other jobs
-#: (MixMate 8-15 min, the anchors 1-7 min; README, "Full scale").
+#: (MixMate 6-15 min, the anchors 1-7 min; README, "Full scale").
 AUTOENCODER_KINDS = frozenset({"deep_power_kmeans", "dec", "idec", "dcn", "n2d", "kdae", "damic"})
 
 
