@@ -688,10 +688,7 @@ def aggregate(
     title = f"{', '.join(datasets)}: mean ± std over seeds (n runs)"
     notes = _provenance_notes(provenance, long)
     notes[1:1] = [f"{name}: {spec['note']}" for name, spec in datasets.items() if spec.get("note")]
-    if reference_csv and not Path(reference_csv).is_file():  # say so rather than drop them silently
-        missing = f"reference_csv `{reference_csv}` not found from the working directory: no [published] rows."
-        log.warning(missing)
-        notes.insert(1, missing)
+    notes[1:1] = _missing_reference(reference_csv, "[published] rows")
     for p in tables.write_tables(cells, best, *paper_out, title, notes):
         publish(p, "tables")
     tracker.log_metrics({"n_records": len(long)})
@@ -706,6 +703,17 @@ def publish(*, sources: list[str], targets: list[str], tracker=tracking.NULL_TRA
         with atomic_path(dst) as tmp:
             shutil.copyfile(src, tmp)
         log.info("published %s -> %s", src, dst)
+
+
+def _missing_reference(reference_csv: str | None, rows: str) -> list[str]:
+    """A note line (also logged) for a table whose configured ``reference_csv`` is not there
+    (a relative path read from another working directory): the table then lacks the ``rows``
+    it would give, and says so instead of dropping them silently; none otherwise."""
+    if not reference_csv or Path(reference_csv).is_file():
+        return []
+    missing = f"reference_csv `{reference_csv}` not found from the working directory: no {rows}."
+    log.warning(missing)
+    return [missing]
 
 
 def _provenance_notes(provenance: dict | None, long) -> list[str]:
@@ -923,6 +931,7 @@ def gmm25_aggregate(
         "iterate, min = minimum over iterations (the reference code's statistic)"
     )
     notes = [f"{k}: {v}" for k, v in (provenance or {}).items()]
+    notes += _missing_reference(reference_csv, "reference-code rows")
     paths = [out_runs, *tables.write_tables(cells, best, out_md, out_tex, out_csv, title, notes)]
     for p in paths:
         tracker.log_artifact(p, "tables")

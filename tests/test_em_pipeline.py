@@ -320,6 +320,24 @@ def test_gmm25_table_marks_lowest_and_places_reference(tmp_path):
     assert best.loc["min KL"].tolist() == [False, False, True, False]  # the reference's 0.030
 
 
+def test_gmm25_table_names_a_missing_reference_csv(tmp_path):
+    """The simulation's table, like the clustering one, says when its configured reference CSV
+    is not there instead of leaving the reference code's rows out silently."""
+    from mixlib import pipeline
+
+    recs = []
+    for i, r in enumerate(_records()):
+        recs.append(tmp_path / f"r{i}.json")
+        recs[-1].write_text(json.dumps(r))
+    outs = {f"out_{k}": str(tmp_path / f"table.{k}") for k in ("md", "tex", "csv")}
+    pipeline.gmm25_aggregate(records=[str(p) for p in recs], out_runs=str(tmp_path / "runs.csv"),
+                             out_figure=str(tmp_path / "kl.png"), reference_csv="../x/ref.csv",
+                             **outs)  # fmt: skip
+    text = (tmp_path / "table.md").read_text()
+    assert "[reference code]" not in text
+    assert "reference_csv `../x/ref.csv` not found from the working directory" in text
+
+
 def test_plot_kl_history_with_negative_monte_carlo_kl(tmp_path):
     recs = _records()
     recs[0]["kl_history"] = [0.2, -0.001]
