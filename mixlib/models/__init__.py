@@ -279,9 +279,11 @@ def schedule_priority(kind: str, params: dict | None = None) -> int:
     long job started last would end the run alone for an hour or more."""
     if kind in AUTOENCODER_KINDS:
         return 1
-    p = params or {}
-    masked = kind == "mixmate" and p.get("erase_prob", 0) > 0 and p.get("erase_frac", 0) > 0
-    return int(masked)
+    if kind != "mixmate":
+        return 0
+    spec = model_spec(kind).parameters  # the constructor's defaults where params leave them
+    erase = [(params or {}).get(k, spec[k].default) for k in ("erase_prob", "erase_frac")]
+    return int(all(v > 0 for v in erase))
 
 
 def __getattr__(name):  # mixlib.models.MixMate etc., resolved lazily through the registry
