@@ -164,20 +164,23 @@ def check_partition(parts: Parts) -> dict[str, set[tuple]]:
 
 
 _MINUTES = re.compile(r"([0-9.]+) min")
+_OWN = re.compile(re.escape(provenance.OWN_JOBS) + r" ([0-9.]+) min")
 _HOST = re.compile(r"on (\d+) CPU\(s\)(?: \((.+)\))?\s*$")
 
 
 def part_times(parts: Parts) -> list[dict]:
     """Per part, from the provenance lines of the tables it published under
     ``<publish_root>/<part>`` (none: not run yet): the invocation's wall time (the longest
-    span any of its tables records), the summed wall time of its jobs, the hosts (CPU count
-    and, where the invocation recorded it, the CPU's model), the commits."""
+    span any of its tables records), the summed wall time of its jobs (the main tables' and
+    the jobs of the sweeps' own points, each job once), the hosts (CPU count and, where the
+    invocation recorded it, the CPU's model), the commits."""
     rows = []
     for name in parts.parts:
         root = Path(parts.publish_root) / name
         tables = [
             p for p in (root / "paper.md", root / "gmm25" / "table.md") if p.is_file()
         ] + sorted(root.glob("gmm_exercise/*/summary.md"))
+        sweeps = sorted(root.glob("sweeps/*/*/*.md"))
         row = {"part": name, "tables": len(tables), "wall_min": None, "jobs_min": None}
         commits, hosts = set(), set()
         for t in tables:
@@ -193,6 +196,13 @@ def part_times(parts: Parts) -> list[dict]:
             job = job or re.search(r"^this job: ([0-9.]+) min", t.read_text(), re.M)
             if job:
                 row["jobs_min"] = (row["jobs_min"] or 0.0) + float(job.group(1))
+        for t in sweeps:  # only the jobs of their points that no main table counts
+            notes = provenance.read_notes(t)
+            if "commit" in notes:
+                commits.add(notes["commit"][:7])
+            own = _OWN.search(notes.get("jobs wall time", ""))
+            if own:
+                row["jobs_min"] = (row["jobs_min"] or 0.0) + float(own.group(1))
         row["commits"] = ", ".join(sorted(commits))
         row["hosts"] = "; ".join(sorted(hosts))
         rows.append(row)

@@ -746,10 +746,12 @@ def sweep_table(
     out_tex: str,
     out_csv: str,
     out_figure: str,
+    provenance: dict | None = None,
     tracker=tracking.NULL_TRACKER,
 ):
     """Table (md/tex/csv) and figure of one sweep (``sweep`` in the config) on one dataset:
-    the metrics of ``model`` against the values of ``param``.
+    the metrics of ``model`` against the values of ``param``, with the ``provenance`` lines
+    (:func:`mixlib.provenance.describe`) under the Markdown table's title.
 
     ``values`` maps each trained model name (the model and its variants) to its value of
     ``param``; ``params`` are the model's own, stated in the title. Where a model trained on data
@@ -771,7 +773,8 @@ def sweep_table(
             "seed); the init stage clustered the complete images, and only the labels of "
             "fully observed images built the initial dictionaries"
         )
-    for p in tables.write_sweep_tables(summary, param, title, out_md, out_tex, out_csv):
+    notes = [f"{k}: {v}" for k, v in (provenance or {}).items()]
+    for p in tables.write_sweep_tables(summary, param, title, out_md, out_tex, out_csv, notes):
         tracker.log_artifact(p, "tables")
     long = long[long.model.isin(list(values))].copy()
     long["value"] = long.model.map(values).astype(float)

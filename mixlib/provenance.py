@@ -20,6 +20,9 @@ from pathlib import Path
 # The lines :func:`describe` writes under a published table, in its order; :func:`read_notes`
 # reads them back from the table's Markdown (mixlib.combine cites each table it takes rows from).
 NOTE_KEYS = ("command", "config", "commit", "invocation", "earlier invocations", "jobs wall time")
+# How the ``jobs wall time`` line names the jobs of a sweep's points that no main table counts
+# (mixlib.parts adds them to a part's total).
+OWN_JOBS = "its points outside the main tables:"
 
 
 def git_commit(repo: str | os.PathLike) -> str:
@@ -102,17 +105,50 @@ def jobs_seconds(benchmarks) -> tuple[float, int]:
     return total, n
 
 
-def _earlier_invocations(log: Path, current: dict) -> list[str]:
-    """The invocations recorded in ``log`` before ``current`` in the same results directory,
-    each as ``started, commit (10 characters), command``: a table can hold outputs that an
-    earlier invocation made (at another commit) and Snakemake did not rerun."""
+def _started(record: dict) -> float | None:
+    """An invocation record's start as a POSIX timestamp (None when unreadable)."""
+    try:
+        return datetime.fromisoformat(str(record.get("started"))).timestamp()
+    except ValueError:
+        return None
+
+
+def _earlier_invocations(log: Path, current: dict, benchmarks=()) -> list[str]:
+    """The invocations recorded in ``log`` before ``current`` in the same results directory
+    that made jobs behind the table, each as ``started, commit (10 characters), command``: a
+    table can hold outputs that an earlier invocation made (at another commit) and Snakemake
+    did not rerun.
+
+    A job is the work of the last invocation started before its benchmark file was written
+    (the file's modification time); an earlier invocation none of whose jobs are behind the
+    table (another part of a config run in the same results directory, say) is left out, and
+    each one listed says how many it made. Without existing benchmark files every earlier
+    invocation is listed, as it may have made the table's outputs."""
     if not log.is_file():
         return []
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+    def is_current(r):
+        key = ("started", "commit")
+        return [r.get(k) for k in key] == [current.get(k) for k in key]
+
+    def label(r):
+        commit = str(r.get("commit", "unknown"))[:10]
+        return f"{r.get('started')} `{commit}` `{r.get('command', '')}`"
+
+    mtimes = [Path(b).stat().st_mtime for b in benchmarks if Path(b).is_file()]
+    if not mtimes:
+        return [label(r) for r in rows if not is_current(r)]
+    starts = sorted(((t, i) for i, r in enumerate(rows) if (t := _started(r)) is not None))
+    made = {}
+    for m in mtimes:
+        before = [i for t, i in starts if t <= m]
+        if before:
+            made[before[-1]] = made.get(before[-1], 0) + 1
     return [
-        f"{r.get('started')} `{str(r.get('commit', 'unknown'))[:10]}` `{r.get('command', '')}`"
-        for r in rows
-        if r.get("started") != current.get("started") or r.get("commit") != current.get("commit")
+        f"{label(rows[i])} (made {made[i]} of its jobs)"
+        for i in sorted(made)
+        if not is_current(rows[i])
     ]
 
 
@@ -135,11 +171,14 @@ def resumed_seconds(infos) -> tuple[float, int]:
     return sum(resumed), len(resumed)
 
 
-def describe(invocation_path, benchmarks=(), infos=()) -> dict:
+def describe(invocation_path, benchmarks=(), infos=(), own=None) -> dict:
     """Lines of provenance for a table: the invocation that wrote it (when recorded), the
-    earlier invocations recorded in the same results directory, and the summed wall time of the
-    jobs behind it (their benchmark files, plus the earlier attempts' saved work that resumed
-    training jobs record in their ``infos``)."""
+    earlier invocations recorded in the same results directory that made jobs behind it, and
+    the summed wall time of those jobs (their benchmark files, plus the earlier attempts' saved
+    work that resumed training jobs record in their ``infos``).
+
+    ``own``, a subset of ``benchmarks`` (a sweep's points that are no main table's runs), is
+    also summed on its own, so that a total over several tables counts each job once."""
     out = {}
     p = Path(invocation_path) if invocation_path else None
     if p is not None and p.is_file():
@@ -157,7 +196,7 @@ def describe(invocation_path, benchmarks=(), infos=()) -> dict:
             )
             if info.get("host_cpu"):
                 out["invocation"] += f" ({info['host_cpu']})"
-        earlier = _earlier_invocations(p.with_name("invocations.jsonl"), info)
+        earlier = _earlier_invocations(p.with_name("invocations.jsonl"), info, benchmarks)
         if earlier:
             out["earlier invocations"] = (
                 "; ".join(earlier) + " (outputs they made and this one kept are in the table)"
@@ -174,6 +213,9 @@ def describe(invocation_path, benchmarks=(), infos=()) -> dict:
                 f", of which {earlier / 60:.1f} min by earlier attempts that {n_resumed} resumed "
                 "training or pre-training job(s) built on (their info.json)"
             )
+        if own is not None:
+            own_seconds, n_own = jobs_seconds(own)
+            out["jobs wall time"] += f"; {OWN_JOBS} {own_seconds / 60:.1f} min over {n_own} job(s)"
     return out
 
 

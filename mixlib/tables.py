@@ -272,9 +272,11 @@ def sweep_cells(summary: pd.DataFrame, param: str):
     return cells, best
 
 
-def sweep_markdown(cells: pd.DataFrame, best: pd.DataFrame, title: str = "") -> str:
+def sweep_markdown(cells: pd.DataFrame, best: pd.DataFrame, title: str = "", notes=()) -> str:
     bold = cells.where(~best, "**" + cells + "**")
     lines = [f"### {title}", ""] if title else []
+    if notes:
+        lines += [*(f"{n}  " for n in notes), ""]
     lines.append("| " + " | ".join(bold.columns) + " |")
     lines.append("|" + "---|" * len(bold.columns))
     lines += ["| " + " | ".join(row) + " |" for row in bold.itertuples(index=False)]
@@ -307,13 +309,14 @@ def sweep_latex(cells: pd.DataFrame, best: pd.DataFrame, caption: str = "") -> s
 
 
 def write_sweep_tables(
-    summary: pd.DataFrame, param: str, title: str, out_md, out_tex, out_csv
+    summary: pd.DataFrame, param: str, title: str, out_md, out_tex, out_csv, notes=()
 ) -> list[Path]:
     """Write the sweep table as Markdown and LaTeX (formatted) and CSV (the numbers of
-    ``summary``, unrounded, with ``value`` renamed to ``param``), atomically."""
+    ``summary``, unrounded, with ``value`` renamed to ``param``), atomically; ``notes``
+    (provenance lines) go under the Markdown title, the CSV stays numbers only."""
     cells, best = sweep_cells(summary, param)
     texts = [
-        (out_md, sweep_markdown(cells, best, title)),
+        (out_md, sweep_markdown(cells, best, title, notes)),
         (out_tex, sweep_latex(cells, best, title)),
         (out_csv, summary.rename(columns={"value": param}).to_csv(index=False)),
     ]

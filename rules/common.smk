@@ -265,6 +265,30 @@ def sweep_records(wildcards):
     ]
 
 
+def sweep_benchmarks(wildcards):
+    """Benchmark files of the sweep's training jobs (call after train_model)."""
+    bench = str(rules.train_model.benchmark)
+    return [
+        bench.format(**r._asdict())
+        for r in PLAN.sweep_runs(wildcards.dataset, wildcards.model, wildcards.param)
+    ]
+
+
+def sweep_own_benchmarks(wildcards):
+    """Those of its points that no main table runs (their variants): a part's total counts them
+    here, and the others under the main tables."""
+    main = {str(rules.train_model.benchmark).format(**r._asdict()) for r in PLAN.runs}
+    return [b for b in sweep_benchmarks(wildcards) if b not in main]
+
+
+def sweep_infos(wildcards):
+    info = str(rules.train_model.output.info)
+    return [
+        info.format(**r._asdict())
+        for r in PLAN.sweep_runs(wildcards.dataset, wildcards.model, wildcards.param)
+    ]
+
+
 def sweep_values(wildcards):
     """{model name: swept value} of the sweep's points."""
     return {

@@ -105,5 +105,9 @@ rule make_sweep_table:
     params:
         values=sweep_values,
         fixed=lambda wc: model_of(wc).params,
+        invocation=INVOCATION,
+        benchmarks=sweep_benchmarks,
+        own_benchmarks=sweep_own_benchmarks,
+        train_infos=sweep_infos,
     script:
         "../workflow_scripts/make_sweep_table.py"

@@ -13,6 +13,7 @@ from snakemake.cli import parse_config
 from snakemake.utils import update_config
 
 from mixlib import parts as partslib
+from mixlib import provenance
 from mixlib.errors import ConfigError
 from mixlib.plan import load_plan
 
@@ -152,6 +153,27 @@ def test_times_estimate_a_part_from_a_run_one_of_other_seeds(tmp_path):
     assert "| **1 of 14 parts** | 74.8 | 96.4 | | |" in text
     assert "| **1 run + 4 estimated of 14** | ~374 (estimate) | | | |" in text
     assert "| mnist_seed0 | 74.8 | 96.4 | 2 CPU(s) | " in text  # a table from before host_cpu
+
+
+def test_times_add_the_jobs_of_the_sweeps_own_points(tmp_path):
+    """A part's sweeps (published under sweeps/<dataset>/<model>/) add the jobs of their points
+    that no main table counts, read from their jobs wall time line; the points that are main
+    runs, and a sweep table from before these lines, add nothing."""
+    root = tmp_path / "published"
+    (root / "mnist_seed0/sweeps/mnist/mixmate").mkdir(parents=True)
+    (root / "mnist_seed0/paper.md").write_text((ROOT / "docs/results/table1/paper.md").read_text())
+    sweep = root / "mnist_seed0/sweeps/mnist/mixmate"
+    (sweep / "lam.md").write_text(
+        "### mnist: mixmate against lam\n\ncommit: abcdef0123  \njobs wall time: 50.0 min summed "
+        f"over the 5 benchmarked jobs behind the table; {provenance.OWN_JOBS} 40.0 min over 4 "
+        "job(s)  \n\n| method | lam |\n|---|---|\n"
+    )
+    (sweep / "erase_frac.md").write_text("### old\n\n| method | erase_frac |\n|---|---|\n")
+    raw = yaml.safe_load((ROOT / partslib.PARTS_FILE).read_text())["parts"]
+    parts = partslib.load_parts(_write(tmp_path, raw, publish_root=root))
+    row = {r["part"]: r for r in partslib.part_times(parts)}["mnist_seed0"]
+    assert row["jobs_min"] == pytest.approx(96.4 + 40.0)
+    assert "abcdef0" in row["commits"]
 
 
 def test_skip_experiments_leaves_them_out():

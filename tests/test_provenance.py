@@ -96,3 +96,49 @@ def test_describe_names_the_earlier_invocations_of_the_same_results(tmp_path):
         "2026-01-01T00:00:00+00:00 `1111111111` `snakemake --cores 2` (outputs they made"
     )
     assert "2222222222" not in out["earlier invocations"]
+
+
+def test_earlier_invocations_are_those_that_made_the_tables_jobs(tmp_path):
+    """Each job is the work of the last invocation started before its benchmark file was
+    written: an earlier invocation that made none of a table's jobs (another part run in the
+    same results directory) is not named under it; one that did says how many."""
+    import os
+    from datetime import datetime
+
+    inv = tmp_path / "invocation.json"
+    starts = ["2026-01-01T00:00:00+00:00", "2026-01-02T00:00:00+00:00", "2026-01-03T00:00:00+00:00"]
+    for commit, started in zip(("aaaaaaaaaa11", "bbbbbbbbbb22", "cccccccccc33"), starts):
+        provenance.write_invocation(
+            inv, {"command": f"snakemake {commit[0]}", "configs": [], "commit": commit,
+                  "started": started, "host_cpus": 2})  # fmt: skip
+
+    def ts(day, hour):
+        return datetime.fromisoformat(f"2026-01-0{day}T{hour:02d}:00:00+00:00").timestamp()
+
+    benches = []
+    for i, when in enumerate((ts(1, 5), ts(1, 6), ts(3, 1))):  # two jobs of a, one of c
+        benches.append(tmp_path / f"{i}.tsv")
+        benches[-1].write_text("s\th:m:s\tmax_rss\n60.0\t0:01:00\t10\n")
+        os.utime(benches[-1], (when, when))
+    out = provenance.describe(inv, benches)
+    assert out["earlier invocations"] == (
+        "2026-01-01T00:00:00+00:00 `aaaaaaaaaa` `snakemake a` (made 2 of its jobs) (outputs "
+        "they made and this one kept are in the table)"
+    )  # b made none of them; c is the current invocation
+    assert "earlier invocations" not in provenance.describe(inv, benches[2:])
+    # without benchmark files, every earlier invocation may have made the outputs: all named
+    assert (
+        "`bbbbbbbbbb`" in provenance.describe(inv, [tmp_path / "none.tsv"])["earlier invocations"]
+    )
+
+
+def test_a_sweeps_own_jobs_are_summed_apart(tmp_path):
+    """A sweep's points that are main-table runs are counted under the main table: the jobs
+    wall time line also sums the others, which mixlib.parts adds to a part's total."""
+    for i, s in enumerate((60.0, 120.0, 180.0)):
+        (tmp_path / f"{i}.tsv").write_text(f"s\th:m:s\tmax_rss\n{s}\t0:01:00\t10\n")
+    benches = [tmp_path / f"{i}.tsv" for i in range(3)]
+    out = provenance.describe(None, benches, own=benches[1:])
+    assert out["jobs wall time"].startswith("6.0 min summed over the 3 benchmarked jobs")
+    assert out["jobs wall time"].endswith(f"; {provenance.OWN_JOBS} 5.0 min over 2 job(s)")
+    assert provenance.OWN_JOBS not in provenance.describe(None, benches)["jobs wall time"]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from helpers import load_config, run_snakemake
 
-from mixlib import tables
+from mixlib import provenance, tables
 from mixlib.errors import ConfigError
 from mixlib.models.mixmate import erase_masks
 from mixlib.plan import load_plan, value_tag, variant_name
@@ -261,6 +261,13 @@ def test_sweep_tables_end_to_end(sweep_run):
     assert "| gmm (kmeans) TRAIN | 30 |" in (t / "reg_covar.md").read_text()
     assert (t / "reg_covar.tex").read_text().count(r"\toprule") == 1
     assert (wd / "results/figures/sweeps/blobs/gmm/reg_covar.png").stat().st_size > 1000
+    # what made it, under its title; its jobs summed, and apart the variant's, which no main
+    # table counts (mixlib.parts adds those to a part's total)
+    notes = provenance.read_notes(t / "reg_covar.md")
+    assert notes["commit"] and "--replace-workflow-config --cores 2" in notes["command"]
+    assert re.match(r"[0-9.]+ min summed over the 4 benchmarked jobs", notes["jobs wall time"])
+    assert f"; {provenance.OWN_JOBS} " in notes["jobs wall time"]
+    assert notes["jobs wall time"].endswith(" min over 2 job(s)")
     # published beside the main tables, under sweeps/<dataset>/<model>/
     pub = wd / "published/sweeps/blobs"
     assert (pub / "gmm/reg_covar.md").read_text() == (t / "reg_covar.md").read_text()

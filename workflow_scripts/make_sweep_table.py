@@ -1,4 +1,5 @@
 from mixlib.pipeline import run_job, sweep_table
+from mixlib.provenance import describe
 
 run_job(
     snakemake,
@@ -13,4 +14,10 @@ run_job(
     out_tex=snakemake.output.tex,
     out_csv=snakemake.output.csv,
     out_figure=snakemake.output.figure,
+    provenance=describe(
+        snakemake.params.invocation,
+        snakemake.params.benchmarks,
+        snakemake.params.train_infos,
+        own=snakemake.params.own_benchmarks,
+    ),
 )
