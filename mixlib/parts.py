@@ -164,14 +164,27 @@ def check_partition(parts: Parts) -> dict[str, set[tuple]]:
 
 
 _MINUTES = re.compile(r"([0-9.]+) min")
+_SPAN = re.compile(r"started (\S+), table written \S+ \(([0-9.]+) min\)")
+_EARLIER = re.compile(r"(\S+) `[^`]*` `[^`]*` \(made \d+ of its jobs, the last ([0-9.]+) min after")
 _OWN = re.compile(re.escape(provenance.OWN_JOBS) + r" ([0-9.]+) min")
 _HOST = re.compile(r"on (\d+) CPU\(s\)(?: \((.+)\))?\s*$")
 
 
+def _spans(notes: dict, spans: dict) -> None:
+    """Add a table's invocations to ``spans`` ({start: minutes}, the longest seen): the one that
+    wrote it (start to table) and the earlier ones that made some of its jobs (start to their
+    last job), so that a part run in several invocations counts each invocation once."""
+    found = _SPAN.findall(notes.get("invocation", ""))
+    found += _EARLIER.findall(notes.get("earlier invocations", ""))
+    for start, minutes in found:
+        spans[start] = max(spans.get(start, 0.0), float(minutes))
+
+
 def part_times(parts: Parts) -> list[dict]:
     """Per part, from the provenance lines of the tables it published under
-    ``<publish_root>/<part>`` (none: not run yet): the invocation's wall time (the longest
-    span any of its tables records), the summed wall time of its jobs (the main tables' and
+    ``<publish_root>/<part>`` (none: not run yet): the wall time of its invocations (each
+    one's longest span in its tables, summed over the invocations: the one that wrote them and
+    earlier ones that made some of their jobs), the summed wall time of its jobs (the main tables' and
     the jobs of the sweeps' own points, each job once), the hosts (CPU count and, where the
     invocation recorded it, the CPU's model), the commits."""
     rows = []
@@ -182,27 +195,28 @@ def part_times(parts: Parts) -> list[dict]:
         ] + sorted(root.glob("gmm_exercise/*/summary.md"))
         sweeps = sorted(root.glob("sweeps/*/*/*.md"))
         row = {"part": name, "tables": len(tables), "wall_min": None, "jobs_min": None}
-        commits, hosts = set(), set()
+        commits, hosts, spans = set(), set(), {}
         for t in tables:
             notes = provenance.read_notes(t)
             commits.add(notes.get("commit", "unknown")[:7])
             h = _HOST.search(notes.get("invocation", ""))
             if h:
                 hosts.add(f"{h.group(1)} CPU(s)" + (f", {h.group(2)}" if h.group(2) else ""))
-            m = _MINUTES.search(notes.get("invocation", ""))
-            if m:
-                row["wall_min"] = max(row["wall_min"] or 0.0, float(m.group(1)))
+            _spans(notes, spans)
             job = _MINUTES.search(notes.get("jobs wall time", ""))
             job = job or re.search(r"^this job: ([0-9.]+) min", t.read_text(), re.M)
             if job:
                 row["jobs_min"] = (row["jobs_min"] or 0.0) + float(job.group(1))
         for t in sweeps:  # only the jobs of their points that no main table counts
             notes = provenance.read_notes(t)
+            _spans(notes, spans)
             if "commit" in notes:
                 commits.add(notes["commit"][:7])
             own = _OWN.search(notes.get("jobs wall time", ""))
             if own:
                 row["jobs_min"] = (row["jobs_min"] or 0.0) + float(own.group(1))
+        if spans:
+            row["wall_min"] = sum(spans.values())
         row["commits"] = ", ".join(sorted(commits))
         row["hosts"] = "; ".join(sorted(hosts))
         rows.append(row)

@@ -122,8 +122,10 @@ def _earlier_invocations(log: Path, current: dict, benchmarks=()) -> list[str]:
     A job is the work of the last invocation started before its benchmark file was written
     (the file's modification time); an earlier invocation none of whose jobs are behind the
     table (another part of a config run in the same results directory, say) is left out, and
-    each one listed says how many it made. Without existing benchmark files every earlier
-    invocation is listed, as it may have made the table's outputs."""
+    each one listed says how many it made and when the last of them ended (mixlib.parts adds
+    that span to a part's wall time: a part run in several invocations). Without existing
+    benchmark files every earlier invocation is listed, as it may have made the table's
+    outputs."""
     if not log.is_file():
         return []
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
@@ -140,13 +142,14 @@ def _earlier_invocations(log: Path, current: dict, benchmarks=()) -> list[str]:
     if not mtimes:
         return [label(r) for r in rows if not is_current(r)]
     starts = sorted(((t, i) for i, r in enumerate(rows) if (t := _started(r)) is not None))
-    made = {}
+    made = {}  # invocation -> the modification times of the jobs it made
     for m in mtimes:
         before = [i for t, i in starts if t <= m]
         if before:
-            made[before[-1]] = made.get(before[-1], 0) + 1
+            made.setdefault(before[-1], []).append(m)
     return [
-        f"{label(rows[i])} (made {made[i]} of its jobs)"
+        f"{label(rows[i])} (made {len(made[i])} of its jobs, the last "
+        f"{(max(made[i]) - _started(rows[i])) / 60:.1f} min after its start)"
         for i in sorted(made)
         if not is_current(rows[i])
     ]

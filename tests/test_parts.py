@@ -155,24 +155,34 @@ def test_times_estimate_a_part_from_a_run_one_of_other_seeds(tmp_path):
     assert "| mnist_seed0 | 74.8 | 96.4 | 2 CPU(s) | " in text  # a table from before host_cpu
 
 
-def test_times_add_the_jobs_of_the_sweeps_own_points(tmp_path):
+def test_times_add_the_sweeps_own_jobs_and_each_invocation_once(tmp_path):
     """A part's sweeps (published under sweeps/<dataset>/<model>/) add the jobs of their points
-    that no main table counts, read from their jobs wall time line; the points that are main
-    runs, and a sweep table from before these lines, add nothing."""
+    that no main table counts; its wall time sums its invocations, each once: the one that
+    wrote its tables (named by several tables) and an earlier one that made some of its jobs
+    (a part resumed in a second invocation). A sweep table from before these lines adds
+    nothing."""
     root = tmp_path / "published"
-    (root / "mnist_seed0/sweeps/mnist/mixmate").mkdir(parents=True)
-    (root / "mnist_seed0/paper.md").write_text((ROOT / "docs/results/table1/paper.md").read_text())
     sweep = root / "mnist_seed0/sweeps/mnist/mixmate"
+    sweep.mkdir(parents=True)
+    paper = (ROOT / "docs/results/table1/paper.md").read_text()
+    current = next(x for x in paper.splitlines() if x.startswith("invocation: "))
+    earlier = (
+        "earlier invocations: 2026-11-20T00:00:00+00:00 `aaaaaaaaaa` `snakemake -n` (made 3 of "
+        "its jobs, the last 20.0 min after its start) (outputs they made and this one kept are "
+        "in the table)  "
+    )
+    (root / "mnist_seed0/paper.md").write_text(paper.replace(current, f"{current}\n{earlier}"))
     (sweep / "lam.md").write_text(
-        "### mnist: mixmate against lam\n\ncommit: abcdef0123  \njobs wall time: 50.0 min summed "
-        f"over the 5 benchmarked jobs behind the table; {provenance.OWN_JOBS} 40.0 min over 4 "
-        "job(s)  \n\n| method | lam |\n|---|---|\n"
+        f"### mnist: mixmate against lam\n\ncommit: abcdef0123  \n{current}\njobs wall time: 50.0 "
+        f"min summed over the 5 benchmarked jobs behind the table; {provenance.OWN_JOBS} 40.0 min "
+        "over 4 job(s)  \n\n| method | lam |\n|---|---|\n"
     )
     (sweep / "erase_frac.md").write_text("### old\n\n| method | erase_frac |\n|---|---|\n")
     raw = yaml.safe_load((ROOT / partslib.PARTS_FILE).read_text())["parts"]
     parts = partslib.load_parts(_write(tmp_path, raw, publish_root=root))
     row = {r["part"]: r for r in partslib.part_times(parts)}["mnist_seed0"]
     assert row["jobs_min"] == pytest.approx(96.4 + 40.0)
+    assert row["wall_min"] == pytest.approx(74.8 + 20.0)
     assert "abcdef0" in row["commits"]
 
 

@@ -122,8 +122,8 @@ def test_earlier_invocations_are_those_that_made_the_tables_jobs(tmp_path):
         os.utime(benches[-1], (when, when))
     out = provenance.describe(inv, benches)
     assert out["earlier invocations"] == (
-        "2026-01-01T00:00:00+00:00 `aaaaaaaaaa` `snakemake a` (made 2 of its jobs) (outputs "
-        "they made and this one kept are in the table)"
+        "2026-01-01T00:00:00+00:00 `aaaaaaaaaa` `snakemake a` (made 2 of its jobs, the last "
+        "360.0 min after its start) (outputs they made and this one kept are in the table)"
     )  # b made none of them; c is the current invocation
     assert "earlier invocations" not in provenance.describe(inv, benches[2:])
     # without benchmark files, every earlier invocation may have made the outputs: all named
