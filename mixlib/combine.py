@@ -101,7 +101,7 @@ def _sizes(long: pd.DataFrame) -> dict:
     return out
 
 
-def _source_note(name: str, notes: dict) -> str:
+def source_note(name: str, notes: dict) -> str:
     parts = [f"[{name}]: {notes.get('command', 'command not recorded')}"]
     if "commit" in notes:
         parts.append(f"commit `{notes['commit'][:10]}`")
@@ -137,7 +137,7 @@ def combine(
         if rows.empty:
             raise ValueError(f"{'+'.join(map(str, group))}: no rows on the datasets {datasets}")
         parts.append(rows)
-        sources.extend(_source_note(name, note) for name, note in notes)
+        sources.extend(source_note(name, note) for name, note in notes)
     long = pd.concat(parts, ignore_index=True)
     absent = [d for d in datasets if d not in set(long.dataset)]
     if absent:

@@ -16,6 +16,7 @@ checks it before it prints anything::
     python -m mixlib.parts mnist_seed0     # that part's --config overrides, one per line
     python -m mixlib.parts --times         # the published parts' wall times, summed, and
                                            # an estimate for the parts that differ only by seed
+    python -m mixlib.parts --pool          # the tables of the parts run so far, pooled
 
 ``make paper-part PART=mnist_seed0`` runs one (README, "Full scale"). Steps shared by the parts
 of a dataset (its download, preparation and init features) run again in each part that does not
@@ -276,6 +277,81 @@ def times_markdown(parts: Parts) -> str:
     return "\n".join(lines) + "\n"
 
 
+POOLED = "pooled"  # <publish_root>/pooled: the tables of every part run so far
+
+
+def pool(parts: Parts, command: str = "") -> list[Path]:
+    """The config's tables from the parts published so far: their ``long.csv`` rows (one per
+    run and stage) pooled, each dataset's table and the cross-dataset one (MixMate's Table 1
+    layout, the config's ``reference_csv`` rows beside them) written to
+    ``<publish_root>/pooled`` with the ``long.csv`` they summarise, as one run of the whole
+    config would write them once every part has run: a dataset's seeds, run by separate parts
+    (``mnist_seed0`` ... ``mnist_seed4``), become one mean ± std. Each part's provenance (its
+    command, commit, invocation) is cited under the cross-dataset table. Nothing is re-run;
+    a run (dataset, method, seed) published by two parts is refused (it would count twice)."""
+    import pandas as pd
+
+    from . import combine, tables
+    from .pipeline import table_notes
+    from .utils import atomic_path
+
+    if POOLED in parts.parts:
+        raise ConfigError(f"{parts.path}: a part is named {POOLED!r}, the pooled tables' folder")
+    root = Path(parts.publish_root)
+    longs, sources = [], []
+    for name in parts.parts:
+        d = root / name
+        if not (d / "long.csv").is_file():
+            continue
+        longs.append(pd.read_csv(d / "long.csv").assign(part=name))
+        if (d / "paper.md").is_file():
+            sources.append(combine.source_note(name, provenance.read_notes(d / "paper.md")))
+    if not longs:
+        raise ConfigError(f"no part of {parts.path} has published a long.csv under {root}")
+    long = pd.concat(longs, ignore_index=True)
+    key = ["dataset", "method", "seed"]
+    clash = long[long.groupby(key)["part"].transform("nunique") > 1]
+    if not clash.empty:
+        c = clash.iloc[0]
+        raise ConfigError(
+            f"{c.method} on {c.dataset}, seed {c.seed}, is published by the parts "
+            f"{sorted(set(clash.part[(clash.dataset == c.dataset) & (clash.method == c.method)]))}"
+            ": pooled, it would count twice"
+        )
+    plan = load_plan(parts.config)
+    datasets = {d: spec for d, spec in plan.datasets.items() if d in set(long.dataset)}
+    published = {
+        d: tables.published_for(plan.reference_csv, spec.get("published_as", d))
+        for d, spec in datasets.items()
+    }
+    summary = tables.summarise(long)
+    out, written = root / POOLED, []
+    for d, spec in datasets.items():
+        cells, best = tables.paper_table(summary, d, published[d])
+        title = f"{d}: mean ± std over seeds (n runs)" + (
+            f"; {spec['note']}" if spec.get("note") else ""
+        )
+        paths = (out / f"{d}.md", out / f"{d}.tex", out / f"{d}.csv")
+        written += tables.write_tables(cells, best, *paths, title)
+    cells, best = tables.cross_table(summary, published)
+    runs = ", ".join(f"{n} ({(long.part == n).sum()})" for n in dict.fromkeys(long.part))
+    notes = table_notes(None, long)
+    notes[1:1] = [f"{d}: {spec['note']}" for d, spec in datasets.items() if spec.get("note")]
+    notes += [
+        f"Pooled from the parts of {parts.path} published under {root} (records per part): "
+        f"{runs}; nothing re-run. Each part's provenance:",
+        *sources,
+        f"command: `{command}`" if command else "command: not recorded",
+        f"commit: {provenance.git_commit(Path(__file__).resolve().parents[1])}",
+    ]
+    title = f"{', '.join(datasets)}: mean ± std over seeds (n runs), the parts run so far"
+    paths = (out / "paper.md", out / "paper.tex", out / "paper.csv")
+    written += tables.write_tables(cells, best, *paths, title, notes)
+    with atomic_path(out / "long.csv") as tmp:
+        long.to_csv(tmp, index=False)
+    return [*written, out / "long.csv"]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m mixlib.parts",
@@ -288,12 +364,24 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the published parts' wall times and estimates, as Markdown",
     )
+    ap.add_argument(
+        "--pool",
+        action="store_true",
+        help=f"write the tables of every part published so far, pooled, to <publish_root>/{POOLED}",
+    )
     args = ap.parse_args(argv)
     try:
         parts = load_parts(args.file)
         per_part = check_partition(parts)
         if args.times:
             print(times_markdown(parts), end="")
+            return 0
+        if args.pool:
+            cmd = " ".join(
+                ["python -m mixlib.parts", *(argv if argv is not None else sys.argv[1:])]
+            )
+            written = pool(parts, cmd)
+            print(f"wrote {len(written)} files to {written[0].parent}")
             return 0
         if args.part:
             print("\n".join(parts.overrides(args.part)))

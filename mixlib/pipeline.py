@@ -686,7 +686,7 @@ def aggregate(
         publish(fig, "figures")
     cells, best = tables.cross_table(summary, published)
     title = f"{', '.join(datasets)}: mean ± std over seeds (n runs)"
-    notes = _provenance_notes(provenance, long)
+    notes = table_notes(provenance, long)
     notes[1:1] = [f"{name}: {spec['note']}" for name, spec in datasets.items() if spec.get("note")]
     notes[1:1] = _missing_reference(reference_csv, "[published] rows")
     for p in tables.write_tables(cells, best, *paper_out, title, notes):
@@ -716,7 +716,7 @@ def _missing_reference(reference_csv: str | None, rows: str) -> list[str]:
     return [missing]
 
 
-def _provenance_notes(provenance: dict | None, long) -> list[str]:
+def table_notes(provenance: dict | None, long) -> list[str]:
     """Lines naming what made a table: the command, configs, commit and the jobs' wall time."""
     notes = [
         "INIT = the untrained model right after its initialisation; `init: X` = the labels of "

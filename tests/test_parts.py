@@ -186,6 +186,39 @@ def test_times_add_the_sweeps_own_jobs_and_each_invocation_once(tmp_path):
     assert "abcdef0" in row["commits"]
 
 
+def test_pool_writes_the_tables_of_the_parts_run_so_far(tmp_path):
+    """--pool: the published parts' long.csv rows (here the repo's real small and mnist_seed0
+    parts) pooled into the config's tables, each part cited; a run published by two parts is
+    refused by name."""
+    import pandas as pd
+
+    root = tmp_path / "published"
+    for name in ("small", "mnist_seed0"):
+        (root / name).mkdir(parents=True)
+        for f in ("long.csv", "paper.md"):
+            (root / name / f).write_text((ROOT / "docs/results/paper" / name / f).read_text())
+    raw = yaml.safe_load((ROOT / partslib.PARTS_FILE).read_text())["parts"]
+    parts = partslib.load_parts(_write(tmp_path, raw, publish_root=root))
+    written = partslib.pool(parts, "python -m mixlib.parts --pool")
+    out = root / partslib.POOLED
+    assert {p.name for p in written} >= {"paper.md", "mnist.md", "digits.csv", "long.csv"}
+    long = pd.read_csv(out / "long.csv")
+    expect = sum(len(pd.read_csv(root / n / "long.csv")) for n in ("small", "mnist_seed0"))
+    assert len(long) == expect and set(long.part) == {"small", "mnist_seed0"}
+    paper = (out / "paper.md").read_text()
+    assert "| mnist NMI |" in paper and "| digits NMI |" in paper
+    assert "[small]: `snakemake" in paper and "[mnist_seed0]: `snakemake" in paper
+    assert "command: `python -m mixlib.parts --pool`" in paper
+    row = next(x for x in paper.splitlines() if x.startswith("| kmeans TRAIN |"))
+    assert "(n=1)" in row and "(n=5)" in row  # mnist: seed 0 so far; digits: its 5 seeds
+    # the same runs published by a second part: refused, naming both
+    (root / "uci").mkdir()
+    for f in ("long.csv", "paper.md"):
+        (root / "uci" / f).write_text((root / "small" / f).read_text())
+    with pytest.raises(ConfigError, match=r"published by the parts \['small', 'uci'\]"):
+        partslib.pool(parts)
+
+
 def test_skip_experiments_leaves_them_out():
     cfg = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
     update_config(cfg, parse_config(["skip_experiments=[gmm25]"]))
