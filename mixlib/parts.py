@@ -166,17 +166,24 @@ def check_partition(parts: Parts) -> dict[str, set[tuple]]:
 
 _MINUTES = re.compile(r"([0-9.]+) min")
 _SPAN = re.compile(r"started (\S+), table written \S+ \(([0-9.]+) min\)")
-_EARLIER = re.compile(r"(\S+) `[^`]*` `[^`]*` \(made \d+ of its jobs, the last ([0-9.]+) min after")
+_EARLIER = re.compile(
+    r"(\S+) `([^`]*)` `[^`]*` \(made \d+ of its jobs, the last ([0-9.]+) min after"
+)
 _OWN = re.compile(re.escape(provenance.OWN_JOBS) + r" ([0-9.]+) min")
 _HOST = re.compile(r"on (\d+) CPU\(s\)(?: \((.+)\))?\s*$")
 
 
-def _spans(notes: dict, spans: dict) -> None:
+def _spans(notes: dict, spans: dict, commits: set) -> None:
     """Add a table's invocations to ``spans`` ({start: minutes}, the longest seen): the one that
     wrote it (start to table) and the earlier ones that made some of its jobs (start to their
-    last job), so that a part run in several invocations counts each invocation once."""
+    last job), so that a part run in several invocations counts each invocation once; and
+    their commits to ``commits``."""
     found = _SPAN.findall(notes.get("invocation", ""))
-    found += _EARLIER.findall(notes.get("earlier invocations", ""))
+    if "commit" in notes:
+        commits.add(notes["commit"][:7])
+    for start, commit, minutes in _EARLIER.findall(notes.get("earlier invocations", "")):
+        found.append((start, minutes))
+        commits.add(commit[:7])
     for start, minutes in found:
         spans[start] = max(spans.get(start, 0.0), float(minutes))
 
@@ -187,7 +194,8 @@ def part_times(parts: Parts) -> list[dict]:
     one's longest span in its tables, summed over the invocations: the one that wrote them and
     earlier ones that made some of their jobs), the summed wall time of its jobs (the main tables' and
     the jobs of the sweeps' own points, each job once), the hosts (CPU count and, where the
-    invocation recorded it, the CPU's model), the commits."""
+    invocation recorded it, the CPU's model), the commits (of the invocations that wrote its
+    tables and made its jobs)."""
     rows = []
     for name in parts.parts:
         root = Path(parts.publish_root) / name
@@ -199,20 +207,18 @@ def part_times(parts: Parts) -> list[dict]:
         commits, hosts, spans = set(), set(), {}
         for t in tables:
             notes = provenance.read_notes(t)
-            commits.add(notes.get("commit", "unknown")[:7])
+            commits.add(notes.get("commit", "unknown")[:7])  # "unknown": a table without one
+            _spans(notes, spans, commits)
             h = _HOST.search(notes.get("invocation", ""))
             if h:
                 hosts.add(f"{h.group(1)} CPU(s)" + (f", {h.group(2)}" if h.group(2) else ""))
-            _spans(notes, spans)
             job = _MINUTES.search(notes.get("jobs wall time", ""))
             job = job or re.search(r"^this job: ([0-9.]+) min", t.read_text(), re.M)
             if job:
                 row["jobs_min"] = (row["jobs_min"] or 0.0) + float(job.group(1))
         for t in sweeps:  # only the jobs of their points that no main table counts
             notes = provenance.read_notes(t)
-            _spans(notes, spans)
-            if "commit" in notes:
-                commits.add(notes["commit"][:7])
+            _spans(notes, spans, commits)
             own = _OWN.search(notes.get("jobs wall time", ""))
             if own:
                 row["jobs_min"] = (row["jobs_min"] or 0.0) + float(own.group(1))
