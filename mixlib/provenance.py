@@ -123,7 +123,10 @@ def _earlier_invocations(log: Path, current: dict, benchmarks=()) -> list[str]:
     (the file's modification time); an earlier invocation none of whose jobs are behind the
     table (another part of a config run in the same results directory, say) is left out, and
     each one listed says how many it made and when the last of them ended (mixlib.parts adds
-    that span to a part's wall time: a part run in several invocations). Without existing
+    that span to a part's wall time: a part run in several invocations). This assumes the
+    invocations of one results directory ran one after another (two at once, on disjoint
+    outputs, would have the later-started one credited with the other's later jobs) and that
+    the benchmark files kept their times (copies made with ``cp -a``). Without existing
     benchmark files every earlier invocation is listed, as it may have made the table's
     outputs."""
     if not log.is_file():
