@@ -56,8 +56,7 @@ def read_pooled(directories, methods=()) -> tuple[pd.DataFrame, str, list[tuple[
         parts.append(rows)
         notes.append((d.name, note))
     rows = pd.concat(parts, ignore_index=True)  # ``table``: each row's own directory
-    key = ["dataset", "method", "seed"]
-    clash = rows[rows.groupby(key)["table"].transform("nunique") > 1]
+    clash = counted_twice(rows, "table")
     if not clash.empty:
         first = clash.iloc[0]
         raise ValueError(
@@ -65,6 +64,13 @@ def read_pooled(directories, methods=()) -> tuple[pd.DataFrame, str, list[tuple[
             f"{first.seed}, is in {sorted(set(clash.table))}: pooled, it would count twice"
         )
     return rows, label, notes
+
+
+def counted_twice(rows: pd.DataFrame, source: str) -> pd.DataFrame:
+    """The rows of ``rows`` whose run (dataset, method, seed) comes from more than one value of
+    column ``source`` (a directory, a part): pooled, such a run would count twice."""
+    key = ["dataset", "method", "seed"]
+    return rows[rows.groupby(key)[source].transform("nunique") > 1]
 
 
 def _read_one(d: Path, methods, label: str) -> tuple[pd.DataFrame, dict]:

@@ -298,7 +298,7 @@ def pool(parts: Parts, command: str = "") -> list[Path]:
     import pandas as pd
 
     from . import combine, tables
-    from .pipeline import table_notes
+    from .pipeline import dataset_title, table_notes
     from .utils import atomic_path
 
     if POOLED in parts.parts:
@@ -315,8 +315,7 @@ def pool(parts: Parts, command: str = "") -> list[Path]:
     if not longs:
         raise ConfigError(f"no part of {parts.path} has published a long.csv under {root}")
     long = pd.concat(longs, ignore_index=True)
-    key = ["dataset", "method", "seed"]
-    clash = long[long.groupby(key)["part"].transform("nunique") > 1]
+    clash = combine.counted_twice(long, "part")
     if not clash.empty:
         c = clash.iloc[0]
         raise ConfigError(
@@ -334,9 +333,7 @@ def pool(parts: Parts, command: str = "") -> list[Path]:
     out, written = root / POOLED, []
     for d, spec in datasets.items():
         cells, best = tables.paper_table(summary, d, published[d])
-        title = f"{d}: mean ± std over seeds (n runs)" + (
-            f"; {spec['note']}" if spec.get("note") else ""
-        )
+        title = dataset_title(d, spec)
         paths = (out / f"{d}.md", out / f"{d}.tex", out / f"{d}.csv")
         written += tables.write_tables(cells, best, *paths, title)
     cells, best = tables.cross_table(summary, published)

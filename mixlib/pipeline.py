@@ -677,9 +677,7 @@ def aggregate(
     }
     for name in datasets:
         cells, best = tables.paper_table(summary, name, published[name])
-        title = f"{name}: mean ± std over seeds (n runs)"
-        if datasets[name].get("note"):
-            title += f"; {datasets[name]['note']}"
+        title = dataset_title(name, datasets[name])
         for p in tables.write_tables(cells, best, *tables_out[name], title):
             publish(p, "tables")
         fig = plots.metrics_by_method(long, name, figures_out[name])
@@ -692,6 +690,12 @@ def aggregate(
     for p in tables.write_tables(cells, best, *paper_out, title, notes):
         publish(p, "tables")
     tracker.log_metrics({"n_records": len(long)})
+
+
+def dataset_title(name: str, spec: dict) -> str:
+    """The title of dataset ``name``'s table (its config ``spec``'s note, where it has one)."""
+    note = f"; {spec['note']}" if spec.get("note") else ""
+    return f"{name}: mean ± std over seeds (n runs){note}"
 
 
 def publish(*, sources: list[str], targets: list[str], tracker=tracking.NULL_TRACKER):
