@@ -438,7 +438,8 @@ def train_model(
         checkpoint.remove()
         monitor.store.unlink(missing_ok=True)
         _log_resumed(tracker, checkpoint)
-    log.info("%s seed %d fitted in %.1f s", kind, seed, seconds)
+    # the run directory names the dataset, model (not only its kind), init and seed
+    log.info("%s fitted in %.1f s (%s)", kind, seconds, Path(out_labels).parent)
 
 
 def _log_resumed(tracker, checkpoint) -> None:

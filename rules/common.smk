@@ -289,6 +289,17 @@ def sweep_infos(wildcards):
     ]
 
 
+def sweep_fixed(wildcards):
+    """The params a sweep's title states: the model's own from the config, and the model's
+    value of each parameter its other sweeps vary (the lambda sweep says erase_frac=0.0 beside
+    the config's erase_prob, so no reader takes its images for erased)."""
+    fixed = dict(model_of(wildcards).params)
+    for s in PLAN.sweeps:
+        if s.model == wildcards.model and s.param != wildcards.param:
+            fixed.setdefault(s.param, s.own)
+    return fixed
+
+
 def sweep_values(wildcards):
     """{model name: swept value} of the sweep's points."""
     return {

@@ -104,7 +104,7 @@ rule make_sweep_table:
     threads: 1
     params:
         values=sweep_values,
-        fixed=lambda wc: model_of(wc).params,
+        fixed=sweep_fixed,
         invocation=INVOCATION,
         benchmarks=sweep_benchmarks,
         own_benchmarks=sweep_own_benchmarks,

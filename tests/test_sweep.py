@@ -235,7 +235,8 @@ def _tiny_sweep_config():
                 "device": "cpu",
             },
             "inits": ["kmeans"],
-            "sweep": {"erase_frac": [0.0, 0.25]},
+            # lam's one value is the model's own: a table, no extra training
+            "sweep": {"erase_frac": [0.0, 0.25], "lam": [0.1]},
         },
     }
     return cfg
@@ -272,7 +273,7 @@ def test_sweep_tables_end_to_end(sweep_run):
     pub = wd / "published/sweeps/blobs"
     assert (pub / "gmm/reg_covar.md").read_text() == (t / "reg_covar.md").read_text()
     assert {p.name for p in (pub / "mixmate").iterdir()} == {
-        f"erase_frac.{ext}" for ext in ("md", "tex", "csv", "png")
+        f"{param}.{ext}" for param in ("erase_frac", "lam") for ext in ("md", "tex", "csv", "png")
     }
     # the value equal to the model's own is the model itself: trained once
     trained = {p.name for p in (wd / "results/train/blobs").iterdir()}
@@ -302,6 +303,9 @@ def test_missing_data_table_end_to_end(sweep_run):
     md = (t / "erase_frac.md").read_text()
     assert "missing %" in md and "only the labels of fully observed images" in md
     assert "erase_prob=0.9" in md  # what was erased is stated
+    # the other sweep's table states the erased fraction its runs had: none
+    lam = (t / "lam.md").read_text().splitlines()[0]
+    assert "other params:" in lam and "erase_prob=0.9" in lam and "erase_frac=0.0" in lam
     # models without missing-data support carry no missing fraction: they see complete data
     long = pd.read_csv(wd / "results/tables/long.csv")
     assert long.loc[long.model == "gmm", "missing_frac"].isna().all()
