@@ -342,6 +342,20 @@ def train_priority(wildcards):
     return schedule_priority(m.kind, m.params)
 
 
+def init_priority(wildcards):
+    """An init inherits the highest priority of the training jobs that start from it (the
+    k-means init of MixMate with missing pixels), so a long job does not wait for its init
+    behind the short jobs that are ready at the start."""
+    return max(
+        (
+            schedule_priority(m.kind, m.params)
+            for m in PLAN.models.values()
+            if wildcards.init in m.inits and wildcards.dataset in m.datasets
+        ),
+        default=0,
+    )
+
+
 def train_gpus(wildcards):
     """1 for the models that run on a GPU when there is one (the torch models), else 0: on
     SLURM these training (and pre-training) jobs ask for ``--gpus=1`` and land on the GPU

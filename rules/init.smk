@@ -26,6 +26,7 @@ rule initialize:
         "results/logs/initialize/{dataset}/{init}/seed{seed}.log",
     benchmark:
         "results/benchmarks/initialize/{dataset}/{init}/seed{seed}.tsv"
+    priority: init_priority
     threads: init_threads
     params:
         spec=lambda wc: PLAN.init_for(wc.init, wc.dataset),

@@ -47,18 +47,20 @@ def run_snakemake(workdir, *args, config=None, env=None, check=True):
 
 def planned_priorities(stdout: str) -> dict[str, set[int]]:
     """The Snakemake priorities a dry run's job list gives the training jobs, per ``model``
-    wildcard (pre-training jobs under ``"pretrain"``); a job printed without one has 0."""
+    wildcard (pre-training jobs under ``"pretrain"``, init jobs under ``"init:<init>"``); a
+    job printed without one has 0."""
     seen = {}
     for block in stdout.split("\nrule ")[1:]:
         rule = block.split(":", 1)[0]
-        if rule not in ("train_model", "pretrain_autoencoder"):
+        if rule == "pretrain_autoencoder":
+            key = "pretrain"
+        elif rule == "train_model":
+            key = re.search(r"model=([^,\s]+)", block)[1]
+        elif rule == "initialize":
+            key = "init:" + re.search(r"init=([^,\s]+)", block)[1]
+        else:
             continue
         m = re.search(r"priority: (\d+)", block)
-        key = (
-            "pretrain"
-            if rule == "pretrain_autoencoder"
-            else re.search(r"model=([^,\s]+)", block)[1]
-        )
         seen.setdefault(key, set()).add(int(m[1]) if m else 0)
     return seen
 
