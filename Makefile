@@ -30,13 +30,15 @@ lint: setup
 
 # One part of config/paper.yaml (config/paper_parts.yaml; `python -m mixlib.parts` lists them), on
 # the staged files of ../shared/data, as one-thread jobs side by side (the faster layout on 2
-# cores: README, "Benchmarks"):  make paper-part PART=mnist_seed0
+# cores: README, "Benchmarks"; the inits too, so that none waits for both cores while one is
+# idle):  make paper-part PART=mnist_seed0
 PAPER_DATA ?= data_dir=../shared/data download=False
 paper-part: setup
 	@test -n "$(PART)" || { $(BIN)/python -m mixlib.parts; echo "make paper-part PART=<one of these>"; exit 2; }
 	set -f; overrides=$$($(BIN)/python -m mixlib.parts $(PART)) && \
 	$(BIN)/snakemake --configfile config/paper.yaml --replace-workflow-config --cores all \
 		--keep-going --rerun-incomplete --set-threads train_model=1 pretrain_autoencoder=1 \
+		initialize=1 init_features=1 \
 		--config $(PAPER_DATA) $$overrides
 
 mlflow-ui: setup
