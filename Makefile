@@ -52,7 +52,7 @@ COMBINED_TAKES := \
 	--take docs/results/dec_fashion "dec INIT" "dec TRAIN" "idec TRAIN" "dcn TRAIN" \
 	--take docs/results/n2d_mnist "n2d TRAIN" \
 	--take docs/results/n2d_fashion "n2d TRAIN" \
-	--take docs/results/kdae+docs/results/kdae_mnist_seed1+docs/results/kdae_fashion_seed1+docs/results/kdae_fashion_seed2 "kdae TRAIN" "damic TRAIN" \
+	--take docs/results/kdae+docs/results/kdae_mnist_seed1+docs/results/kdae_fashion_seed1+docs/results/kdae_fashion_seed2+docs/results/kdae_mnist_seed2 "kdae TRAIN" "damic TRAIN" \
 	--take docs/results/dpkm_mnist_pretrain_200 "deep_power_kmeans_pretrain_200 TRAIN" \
 	--take docs/results/mixmate_umap "mixmate (umap_scat) TRAIN" \
 	--take docs/results/mixmate_umap_fashion "mixmate (umap_scat_j2) TRAIN" \
