@@ -20,7 +20,7 @@ test: setup
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 	$(MAKE) lint
 
-test-fast: setup  # the unit tests only (no Snakemake runs): ~90 s on 2 cores
+test-fast: setup  # the unit tests only (no Snakemake runs): ~2.5 min on 2 cores
 	$(BIN)/python -m pytest -q -n 2 -m unit
 
 lint: setup
