@@ -19,12 +19,15 @@ Speed: FISTA's gradient ``A^T (A x - y) = G x - A^T y`` with the Gram matrix ``G
 costs N^2 instead of 2 M N flops per sample, dictionary and layer, and the energy is evaluated in
 code space too: ``||y - A x||^2 = ||y||^2 - 2 x^T A^T y + x^T G x``. This is the ``fast`` path;
 ``fast=False`` runs the textbook per-layer gradient (the direct path). Both give the same codes
-up to float error. Samples with missing pixels (a mask) always take the direct path with the
-mask applied inside the residual, because a per-sample masked Gram ``A^T diag(m) A`` costs
-M N^2 per sample and dictionary, more than T layers of the direct gradient for T = 15.
+up to float error. Samples with missing pixels (a mask) take the direct path with the mask
+applied inside the residual: in torch a per-sample masked Gram ``A^T diag(m) A = G - sum_p a_p
+a_p^T`` (over the missing pixels p) costs more than the direct path's T layers, in its gathers
+and small batched products (tried; slower than the direct path on a 2-core CPU).
 ``fista_kernel="native"`` is the fused CPU path: the fast path's T layers as one fused CPU kernel
 (:mod:`mixlib.native`), the Gram matrices with a one-product backward (:func:`gram`) and torch's
-fused Adam (``benchmarks/bench_mixmate_epoch.py`` times it against the torch layers).
+fused Adam (``benchmarks/bench_mixmate_epoch.py`` times it against the torch layers); there the
+rows with missing pixels take the code-space path with their own masked Gram matrices
+(:func:`fista_masked`, built in registers by the kernel: ``benchmarks/bench_mixmate_masked.py``).
 """
 
 from __future__ import annotations
@@ -184,6 +187,44 @@ def fista_direct(
     return x
 
 
+def missing_index(mask: torch.Tensor) -> torch.Tensor:
+    """(B, n) int64: each row's missing pixels (``mask`` False) in increasing order, then -1,
+    with n the most any row misses."""
+    miss = ~mask
+    n = int(miss.sum(1).max()) if miss.numel() else 0
+    # a stable sort of the flags puts a row's missing pixels first, in order
+    order = torch.argsort(mask.to(torch.int8), dim=1, stable=True)[:, :n]
+    count = miss.sum(1, keepdim=True)
+    return torch.where(torch.arange(n, device=mask.device) < count, order, -1)
+
+
+def fista_masked(
+    Y: torch.Tensor,
+    A: torch.Tensor,
+    lam: float,
+    step,
+    n_layers: int,
+    mask: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`fista_direct` with a mask, in code space on the native CPU kernel
+    (:func:`mixlib.native.fista_masked_native`): the masked gradient ``A^T (m (A z - y))`` is
+    ``G_m z - A^T (m y)`` with the row's own Gram matrix ``G_m = A^T A - sum_p a_p a_p^T`` over
+    its missing pixels p, so a row costs ``n N^2`` per dictionary for its ``n`` missing pixels,
+    then ``N^2`` per layer, against ``2 M N`` per layer on the direct path. The same codes up to
+    float rounding; float32, N <= 64, AVX-512."""
+    from ..native import fista_masked_native
+
+    K, M, N = A.shape
+    s = _as_step(step, A)
+    s_t = s.reshape(-1) if isinstance(s, torch.Tensor) else torch.tensor([s], dtype=A.dtype)
+    W = torch.eye(N, dtype=A.dtype, device=A.device) - s * gram(A, "native")
+    Ym = Y * mask.to(A.dtype)
+    Aty = (Ym @ A.permute(1, 0, 2).reshape(M, K * N)).view(-1, K, N).transpose(0, 1)
+    c = s * Aty  # (K, B, N)
+    moms = _momentum_coefficients(n_layers)
+    return fista_masked_native(W, c, A, lam * s_t, s_t, missing_index(mask), moms)
+
+
 def energy_gram(
     x: torch.Tensor, G: torch.Tensor, Aty: torch.Tensor, yy: torch.Tensor, lam: float
 ) -> torch.Tensor:
@@ -255,9 +296,11 @@ def encode(
     lam, n_layers : lasso weight and number of FISTA layers.
     step : float, (K,) tensor, or the string ``"spectral"`` (``1 / ||A_k||_2^2``).
     mask : (B, M) bool (True = observed) or None. Rows with a missing pixel take the direct
-        masked path even when ``fast``; complete rows take the Gram path.
+        masked path even when ``fast`` (the native kernel's masked code-space path,
+        :func:`fista_masked`, with ``kernel="native"``); complete rows take the Gram path.
     fast : Gram (code-space) path when True, textbook direct path when False.
-    kernel : the Gram path's FISTA (:func:`fista_gram`); the direct path is torch's.
+    kernel : the Gram path's FISTA (:func:`fista_gram`) and, with "native", the masked rows'
+        (:func:`fista_masked`); the direct path is torch's.
 
     Returns
     -------
@@ -287,10 +330,12 @@ def encode(
     if not fast:
         x = fista_direct(Y, A, lam, step, n_layers, mask)
         return x, energy_direct(x, Y, A, lam, mask)
-    # mixed batch: complete rows in code space, incomplete rows directly with their mask
+    # mixed batch: complete rows in code space, incomplete rows directly with their mask (in
+    # code space with the native kernel: fista_masked)
     idx_c = torch.nonzero(~incomplete).flatten()
     idx_i = torch.nonzero(incomplete).flatten()
-    x_i = fista_direct(Y[idx_i], A, lam, step, n_layers, mask[idx_i])
+    masked = fista_masked if kernel == "native" else fista_direct
+    x_i = masked(Y[idx_i], A, lam, step, n_layers, mask[idx_i])
     e_i = energy_direct(x_i, Y[idx_i], A, lam, mask[idx_i])
     if idx_c.numel() == 0:
         return x_i, e_i
@@ -476,7 +521,9 @@ class MixMate(TorchModel):
         The Gram path's FISTA: torch operations layer by layer, or one fused AVX-512 kernel for
         all layers with its own backward (:mod:`mixlib.native`, compiled on first use; float32
         on the CPU, ``n_atoms <= 64``, ``fast``), which also takes the Gram matrices'
-        one-product backward (:func:`gram`) and torch's fused Adam. The same model up to float
+        one-product backward (:func:`gram`) and torch's fused Adam; with missing pixels
+        (``erase_prob``, ``erase_frac``) the masked rows take its code-space masked path
+        (:func:`fista_masked`) instead of the direct one. The same model up to float
         rounding (codes within ~1e-7; labels can differ where rounding moves a training step);
         same seed, same labels at any thread count with either.
     init : {"auto", "ssc", "spectral", "kmeans"}, default "auto"

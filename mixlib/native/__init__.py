@@ -3,7 +3,8 @@ ninja, as torch's ``cpp_extension.load`` needs; the build is cached under
 ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``).
 
 :func:`fista_native`: MixMate's unrolled FISTA (``mixlib.models.mixmate.fista_gram``) as one
-fused AVX-512 kernel with its own backward (``fista.cpp`` says how). Where the kernel cannot
+fused AVX-512 kernel with its own backward (``fista.cpp`` says how); :func:`fista_masked_native`:
+the same layers for rows with missing pixels, each row with its own masked Gram matrix. Where the kernel cannot
 run, :func:`fista_extension` raises a ``RuntimeError`` that says why (no AVX-512, no compiler),
 so a model asked for it fails before it trains; the torch path is the default everywhere.
 """
@@ -74,3 +75,44 @@ def fista_native(W: torch.Tensor, c: torch.Tensor, thr: torch.Tensor, moms) -> t
     (K, B, N), thr (K,) or (1,), all float32 on the CPU, N <= 64. Differentiable in W and c
     (not thr, as the torch path's tensor threshold); the same bits at any thread count."""
     return _Fista.apply(W.contiguous(), c.contiguous(), thr.reshape(-1).contiguous(), list(moms))
+
+
+class _MaskedFista(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, W, c, A, thr, s, idx, moms):
+        ctx.save_for_backward(W, c, A, thr, s, idx)
+        ctx.moms = moms
+        return fista_extension().fista_masked_forward(W, c, thr, moms, A, idx, s)
+
+    @staticmethod
+    def backward(ctx, gx):
+        W, c, A, thr, s, idx = ctx.saved_tensors
+        ext = fista_extension()
+        gW, gc, gA = ext.fista_masked_backward(W, c, thr, ctx.moms, A, idx, s, gx.contiguous())
+        return gW, gc, gA, None, None, None, None
+
+
+def fista_masked_native(
+    W: torch.Tensor,
+    c: torch.Tensor,
+    A: torch.Tensor,
+    thr: torch.Tensor,
+    s: torch.Tensor,
+    idx: torch.Tensor,
+    moms,
+) -> torch.Tensor:
+    """:func:`fista_native`'s layers for rows with missing pixels: row b of dictionary k takes
+    ``W_kb = W_k + s_k sum_p a_kp a_kp^T`` over its missing pixels p (``a_kp``: row p of
+    ``A_k``), which is ``I - s_k A_k^T diag(m_b) A_k`` when ``W_k = I - s_k A_k^T A_k``: the
+    masked gradient step in code space. W (K, N, N), c (K, B, N) = s A^T (m y), A (K, M, N),
+    thr and s (K,) or (1,), idx (B, n) int64: each row's missing pixels, then -1. Float32 on
+    the CPU, N <= 64; differentiable in W, c and A; the same bits at any thread count."""
+    return _MaskedFista.apply(
+        W.contiguous(),
+        c.contiguous(),
+        A.contiguous(),
+        thr.reshape(-1).contiguous(),
+        s.reshape(-1).contiguous(),
+        idx.contiguous(),
+        list(moms),
+    )
