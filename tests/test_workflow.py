@@ -315,6 +315,7 @@ SHIPPED_CONFIGS = [
     ("deep_70k", 97),
     ("kdae", 43),
     ("mixmate_native", 81),
+    ("mixmate_masked_native", 8),
 ]
 
 
