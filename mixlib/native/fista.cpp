@@ -118,6 +118,58 @@ torch::Tensor fista_forward(torch::Tensor W_, torch::Tensor c_, torch::Tensor th
   return out;
 }
 
+// Backward steps shared by the Gram and the masked kernels, over len floats (rows of NP):
+// gv = g * (x != 0) (the threshold's derivative), gc += gv.
+static inline void threshold_grad(float* gv, float* gc, const float* x, const float* g, int64_t len) {
+  for (int64_t i = 0; i < len; i += 16) {
+    const __mmask16 on = _mm512_cmp_ps_mask(_mm512_load_ps(&x[i]), _mm512_setzero_ps(), _CMP_NEQ_OQ);
+    const __m512 v = _mm512_maskz_mov_ps(on, _mm512_load_ps(&g[i]));
+    _mm512_store_ps(&gv[i], v);
+    _mm512_store_ps(&gc[i], _mm512_add_ps(_mm512_load_ps(&gc[i]), v));
+  }
+}
+
+// z = xb + w (xa - xb) (xb null: 0), the momentum step recomputed.
+static inline void momentum(float* z, const float* xa, const float* xb, __m512 vw, int64_t len) {
+  for (int64_t i = 0; i < len; i += 16) {
+    const __m512 a = _mm512_load_ps(&xa[i]);
+    const __m512 b = xb ? _mm512_load_ps(&xb[i]) : _mm512_setzero_ps();
+    _mm512_store_ps(&z[i], _mm512_fmadd_ps(vw, _mm512_sub_ps(a, b), b));
+  }
+}
+
+// dz reaches x_{j-1} (times w) and x_{j-2} (times 1 - w): g1 = g2 + w dz, g2 = (1 - w) dz.
+static inline void momentum_grad(float* g1, float* g2, const float* dz, __m512 vw, int64_t len) {
+  const __m512 one_minus = _mm512_sub_ps(_mm512_set1_ps(1.f), vw);
+  for (int64_t i = 0; i < len; i += 16) {
+    const __m512 g = _mm512_load_ps(&dz[i]);
+    _mm512_store_ps(&g1[i], _mm512_fmadd_ps(vw, g, _mm512_load_ps(&g2[i])));
+    _mm512_store_ps(&g2[i], _mm512_mul_ps(one_minus, g));
+  }
+}
+
+// dW (rows < N, padded to NP) += Z^T GV over `rows` rows of NP floats, 4 rows of dW at once.
+static void add_zt_gv(float* dW, const float* Z, const float* GV, int64_t rows, int64_t N) {
+  for (int64_t n0 = 0; n0 < N; n0 += 4) {
+    __m512 a[4][4];
+    for (int nn = 0; nn < 4; ++nn)
+      for (int q = 0; q < 4; ++q) a[nn][q] = _mm512_load_ps(&dW[(n0 + nn) * NP + 16 * q]);
+    for (int64_t r = 0; r < rows; ++r) {
+      const __m512 v0 = _mm512_load_ps(&GV[r * NP]), v1 = _mm512_load_ps(&GV[r * NP + 16]);
+      const __m512 v2 = _mm512_load_ps(&GV[r * NP + 32]), v3 = _mm512_load_ps(&GV[r * NP + 48]);
+      for (int nn = 0; nn < 4; ++nn) {
+        const __m512 zn = _mm512_set1_ps(Z[r * NP + n0 + nn]);
+        a[nn][0] = _mm512_fmadd_ps(zn, v0, a[nn][0]);
+        a[nn][1] = _mm512_fmadd_ps(zn, v1, a[nn][1]);
+        a[nn][2] = _mm512_fmadd_ps(zn, v2, a[nn][2]);
+        a[nn][3] = _mm512_fmadd_ps(zn, v3, a[nn][3]);
+      }
+    }
+    for (int nn = 0; nn < 4; ++nn)
+      for (int q = 0; q < 4; ++q) _mm512_store_ps(&dW[(n0 + nn) * NP + 16 * q], a[nn][q]);
+  }
+}
+
 // Gradients of x = FISTA(W, c, thr) for W and c, given gx (K,B,N) = dL/dx: per dictionary,
 // its blocks in order. Going back through layer j: gv = g_j * (x_j != 0) (the threshold's
 // derivative), dc += gv, dW += z_j^T gv, dz_j = gv W^T, which reaches x_{j-1} (times w_{j-1})
@@ -155,42 +207,12 @@ std::vector<torch::Tensor> fista_backward(torch::Tensor W_, torch::Tensor c_, to
           layer(X + j * R * NP, z, j > 0 ? X + (j - 1) * R * NP : nullptr, c, W, N, j == 0, vthr,
                 vnthr, _mm512_set1_ps(1.f + (float)moms[j]));
         for (int j = T - 1; j >= 0; --j) {  // g1 = dL/dx_j, g2 = the part of dL/dx_{j-1} so far
-          const float* xj = X + j * R * NP;
-          for (int64_t i = 0; i < R * NP; i += 16) {
-            const __mmask16 on =
-                _mm512_cmp_ps_mask(_mm512_load_ps(&xj[i]), _mm512_setzero_ps(), _CMP_NEQ_OQ);
-            const __m512 g = _mm512_maskz_mov_ps(on, _mm512_load_ps(&g1[i]));
-            _mm512_store_ps(&gv[i], g);
-            _mm512_store_ps(&gc[i], _mm512_add_ps(_mm512_load_ps(&gc[i]), g));
-          }
+          threshold_grad(gv, gc, X + j * R * NP, g1, R * NP);
           if (j == 0) break;
           // z_j = x_{j-2} + w (x_{j-1} - x_{j-2}), w = w_{j-1}
-          const float* xa = X + (j - 1) * R * NP;
-          const float* xb = j >= 2 ? X + (j - 2) * R * NP : nullptr;
           const __m512 vw = _mm512_set1_ps(1.f + (float)moms[j - 1]);
-          for (int64_t i = 0; i < R * NP; i += 16) {
-            const __m512 a = _mm512_load_ps(&xa[i]);
-            const __m512 b = xb ? _mm512_load_ps(&xb[i]) : _mm512_setzero_ps();
-            _mm512_store_ps(&z[i], _mm512_fmadd_ps(vw, _mm512_sub_ps(a, b), b));
-          }
-          for (int64_t n0 = 0; n0 < N; n0 += 4) {  // dW += z^T gv, 4 rows of dW at once
-            __m512 a[4][4];
-            for (int nn = 0; nn < 4; ++nn)
-              for (int q = 0; q < 4; ++q) a[nn][q] = _mm512_load_ps(&gW[(n0 + nn) * NP + 16 * q]);
-            for (int64_t r = 0; r < rows; ++r) {
-              const __m512 v0 = _mm512_load_ps(&gv[r * NP]), v1 = _mm512_load_ps(&gv[r * NP + 16]);
-              const __m512 v2 = _mm512_load_ps(&gv[r * NP + 32]), v3 = _mm512_load_ps(&gv[r * NP + 48]);
-              for (int nn = 0; nn < 4; ++nn) {
-                const __m512 zn = _mm512_set1_ps(z[r * NP + n0 + nn]);
-                a[nn][0] = _mm512_fmadd_ps(zn, v0, a[nn][0]);
-                a[nn][1] = _mm512_fmadd_ps(zn, v1, a[nn][1]);
-                a[nn][2] = _mm512_fmadd_ps(zn, v2, a[nn][2]);
-                a[nn][3] = _mm512_fmadd_ps(zn, v3, a[nn][3]);
-              }
-            }
-            for (int nn = 0; nn < 4; ++nn)
-              for (int q = 0; q < 4; ++q) _mm512_store_ps(&gW[(n0 + nn) * NP + 16 * q], a[nn][q]);
-          }
+          momentum(z, X + (j - 1) * R * NP, j >= 2 ? X + (j - 2) * R * NP : nullptr, vw, R * NP);
+          add_zt_gv(gW, z, gv, rows, N);  // dW += z^T gv
           // dz = gv W^T (into z, no longer needed); dL/dx_{j-1} = g2 + w dz, g2 = (1 - w) dz
           for (int64_t r0 = 0; r0 < R; r0 += 4) {
             __m512 acc[4][4];
@@ -200,12 +222,7 @@ std::vector<torch::Tensor> fista_backward(torch::Tensor W_, torch::Tensor c_, to
             for (int rr = 0; rr < 4; ++rr)
               for (int q = 0; q < 4; ++q) _mm512_store_ps(&z[(r0 + rr) * NP + 16 * q], acc[rr][q]);
           }
-          const __m512 one_minus = _mm512_sub_ps(_mm512_set1_ps(1.f), vw);
-          for (int64_t i = 0; i < R * NP; i += 16) {
-            const __m512 g = _mm512_load_ps(&z[i]);
-            _mm512_store_ps(&g1[i], _mm512_fmadd_ps(vw, g, _mm512_load_ps(&g2[i])));
-            _mm512_store_ps(&g2[i], _mm512_mul_ps(one_minus, g));
-          }
+          momentum_grad(g1, g2, z, vw, R * NP);
         }
         for (int64_t r = 0; r < rows; ++r)
           std::copy(gc + r * NP, gc + r * NP + N, gcp + (k * B + b0 + r) * N);
@@ -407,58 +424,20 @@ std::vector<torch::Tensor> fista_masked_backward(torch::Tensor W_, torch::Tensor
                     _mm512_set1_ps(1.f + (float)moms[j]));
         int nz = 0;  // layers 1..T-1 with their z_j (rows of Z) and dL/dv_j (rows of GV)
         for (int j = T - 1; j >= 0; --j) {  // g1 = dL/dx_j, g2 = the part of dL/dx_{j-1} so far
-          const float* xj = X + j * NP;
           float* gv = GV + nz * NP;
-          for (int q = 0; q < 4; ++q) {
-            const __mmask16 on =
-                _mm512_cmp_ps_mask(_mm512_load_ps(&xj[16 * q]), _mm512_setzero_ps(), _CMP_NEQ_OQ);
-            const __m512 g = _mm512_maskz_mov_ps(on, _mm512_load_ps(&g1[16 * q]));
-            _mm512_store_ps(&gv[16 * q], g);
-            _mm512_store_ps(&gc[16 * q], _mm512_add_ps(_mm512_load_ps(&gc[16 * q]), g));
-          }
+          threshold_grad(gv, gc, X + j * NP, g1, NP);
           if (j == 0) break;
-          const float* xa = X + (j - 1) * NP;
-          const float* xb = j >= 2 ? X + (j - 2) * NP : nullptr;
           const __m512 vw = _mm512_set1_ps(1.f + (float)moms[j - 1]);
-          float* zj = Z + nz * NP;
-          for (int q = 0; q < 4; ++q) {  // z_j = x_{j-2} + w (x_{j-1} - x_{j-2})
-            const __m512 a = _mm512_load_ps(&xa[16 * q]);
-            const __m512 bb = xb ? _mm512_load_ps(&xb[16 * q]) : _mm512_setzero_ps();
-            _mm512_store_ps(&zj[16 * q], _mm512_fmadd_ps(vw, _mm512_sub_ps(a, bb), bb));
-          }
+          momentum(Z + nz * NP, X + (j - 1) * NP, j >= 2 ? X + (j - 2) * NP : nullptr, vw, NP);
           ++nz;
           row_mv(z, nullptr, gv, WbT, N);  // dz = gv Wb^T
-          const __m512 one_minus = _mm512_sub_ps(_mm512_set1_ps(1.f), vw);
-          for (int q = 0; q < 4; ++q) {
-            const __m512 g = _mm512_load_ps(&z[16 * q]);
-            _mm512_store_ps(&g1[16 * q], _mm512_fmadd_ps(vw, g, _mm512_load_ps(&g2[16 * q])));
-            _mm512_store_ps(&g2[16 * q], _mm512_mul_ps(one_minus, g));
-          }
+          momentum_grad(g1, g2, z, vw, NP);
         }
-        // dW_b = sum_j z_j^T gv_j (Z, GV: nz rows), 4 rows of dW_b at once; dW += dW_b
-        for (int64_t n0 = 0; n0 < N; n0 += 4) {
-          __m512 a[4][4];
-          for (int nn = 0; nn < 4; ++nn)
-            for (int q = 0; q < 4; ++q) a[nn][q] = _mm512_setzero_ps();
-          for (int r = 0; r < nz; ++r) {
-            const float* gv = GV + r * NP;
-            const __m512 v0 = _mm512_load_ps(gv), v1 = _mm512_load_ps(gv + 16);
-            const __m512 v2 = _mm512_load_ps(gv + 32), v3 = _mm512_load_ps(gv + 48);
-            for (int nn = 0; nn < 4; ++nn) {
-              const __m512 zn = _mm512_set1_ps(Z[r * NP + n0 + nn]);
-              a[nn][0] = _mm512_fmadd_ps(zn, v0, a[nn][0]);
-              a[nn][1] = _mm512_fmadd_ps(zn, v1, a[nn][1]);
-              a[nn][2] = _mm512_fmadd_ps(zn, v2, a[nn][2]);
-              a[nn][3] = _mm512_fmadd_ps(zn, v3, a[nn][3]);
-            }
-          }
-          for (int nn = 0; nn < 4 && n0 + nn < NP; ++nn)
-            for (int q = 0; q < 4; ++q) {
-              const int64_t o = (n0 + nn) * NP + 16 * q;
-              _mm512_store_ps(&gWb[o], a[nn][q]);
-              _mm512_store_ps(&gW[o], _mm512_add_ps(_mm512_load_ps(&gW[o]), a[nn][q]));
-            }
-        }
+        // dW_b = sum_j z_j^T gv_j (Z, GV: nz rows); dW += dW_b
+        std::fill(gWb, gWb + NP * NP, 0.f);
+        add_zt_gv(gWb, Z, GV, nz, N);
+        for (int64_t i = 0; i < NP * NP; i += 16)
+          _mm512_store_ps(&gW[i], _mm512_add_ps(_mm512_load_ps(&gW[i]), _mm512_load_ps(&gWb[i])));
         if (nm > 0) {
           // H = s (dW_b + dW_b^T) into Wb (no longer needed); dA_p += H a_p, 4 missing rows at once
           for (int64_t i = 0; i < N; ++i)
